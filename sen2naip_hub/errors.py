@@ -1,0 +1,26 @@
+"""Typed exceptions. Each message names the file or value, what was found and what was expected.
+
+The CLI turns any :class:`Sen2NaipError` into one line on stderr and a non-zero exit.
+"""
+
+from __future__ import annotations
+
+
+class Sen2NaipError(Exception):
+    """Base class of every error this package raises on purpose."""
+
+
+class InvalidImageError(Sen2NaipError, ValueError):
+    """An image has the wrong band count, dtype, value range, size or content."""
+
+
+class UnreadableFileError(Sen2NaipError, OSError):
+    """A file is missing, is not a raster, or is corrupt or truncated."""
+
+
+class ModelNotFoundError(Sen2NaipError, FileNotFoundError):
+    """A model path or Hub repo id could not be resolved to a model."""
+
+
+class SampleNotFoundError(Sen2NaipError, FileNotFoundError):
+    """The sample imagery the demo needs is not where it was looked for."""

@@ -1,0 +1,231 @@
+"""GeoTIFF input and output: the one place where stored integers become reflectance and back.
+
+Reading returns a :class:`Raster`: float32 reflectance ``(C, H, W)`` in [0, 1], NaN where the file
+says nodata, with its CRS, affine transform and band names. Writing takes reflectance, converts it to
+the sensor's integers, and writes a Cloud-Optimized GeoTIFF atomically (a temporary name, then a
+rename), so a failed write never leaves a partial file behind.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import rasterio
+import rasterio.shutil
+from affine import Affine
+from rasterio.crs import CRS
+from rasterio.errors import RasterioError
+from rasterio.io import MemoryFile
+from rasterio.windows import Window
+
+from sen2naip_hub.errors import InvalidImageError, UnreadableFileError
+from sen2naip_hub.sensors import NAIP, N_BANDS, SCALE_FACTOR, SENTINEL2, Sensor, validate_reflectance
+
+__all__ = [
+    "Raster",
+    "RasterInfo",
+    "atomic_output",
+    "lr_transform",
+    "read_info",
+    "read_raster",
+    "write_raster",
+]
+
+
+@dataclass(frozen=True)
+class RasterInfo:
+    """What a GeoTIFF holds, read from its header only."""
+
+    path: str
+    count: int
+    height: int
+    width: int
+    dtype: str
+    crs: CRS | None
+    transform: Affine
+    nodata: float | None
+    band_names: tuple[str | None, ...]
+
+
+@dataclass(frozen=True)
+class Raster:
+    """Reflectance ``(C, H, W)`` float32 in [0, 1] (NaN = nodata) with its georeferencing."""
+
+    data: np.ndarray
+    crs: CRS | None
+    transform: Affine
+    band_names: tuple[str, ...]
+
+    @property
+    def valid(self) -> np.ndarray:
+        """``(H, W)`` bool: True where every band has a value."""
+        return np.isfinite(self.data).all(axis=0)
+
+    def with_data(self, data: np.ndarray, transform: Affine | None = None, band_names=None) -> Raster:
+        """A copy holding other pixels (and optionally another transform or band names)."""
+        return replace(
+            self,
+            data=data,
+            transform=self.transform if transform is None else transform,
+            band_names=self.band_names if band_names is None else tuple(band_names),
+        )
+
+
+def lr_transform(hr_transform: Affine, scale: int = SCALE_FACTOR) -> Affine:
+    """The LR grid's transform: same origin and bounds, pixels ``scale`` times larger.
+
+    >>> lr_transform(Affine(2.5, 0, 100, 0, -2.5, 200))
+    Affine(10.0, 0.0, 100.0,
+           0.0, -10.0, 200.0)
+    """
+    return hr_transform * Affine.scale(scale)
+
+
+def read_info(path: str | os.PathLike) -> RasterInfo:
+    """Read a GeoTIFF's header, raising :class:`UnreadableFileError` for anything that is not one."""
+    path = str(path)
+    if not os.path.exists(path):
+        raise UnreadableFileError(f"{path}: no such file")
+    try:
+        with rasterio.open(path) as src:
+            if src.driver != "GTiff":
+                raise UnreadableFileError(f"{path}: expected a GeoTIFF, found a {src.driver} file")
+            return RasterInfo(
+                path=path,
+                count=src.count,
+                height=src.height,
+                width=src.width,
+                dtype=src.dtypes[0],
+                crs=src.crs,
+                transform=src.transform,
+                nodata=src.nodata,
+                band_names=tuple(src.descriptions),
+            )
+    except RasterioError as err:
+        raise UnreadableFileError(f"{path}: not a readable GeoTIFF ({_first_line(err)})") from err
+
+
+def read_raster(
+    path: str | os.PathLike,
+    sensor: Sensor = NAIP,
+    window: Window | None = None,
+) -> Raster:
+    """Read a 4-band image of ``sensor`` as reflectance.
+
+    Integer files are divided by the sensor's scale (NAIP /255, Sentinel-2 /10000); float files must
+    already be reflectance in [0, 1]. Pixels the file marks as nodata in every band become NaN.
+
+    Raises:
+        UnreadableFileError: missing, non-TIFF, corrupt or truncated file.
+        InvalidImageError: not 4 bands, float values outside [0, 1], or no valid pixel.
+    """
+    info = read_info(path)
+    if info.count != N_BANDS:
+        raise InvalidImageError(
+            f"{info.path}: expected {N_BANDS} bands ({', '.join(sensor.all_bands)}), found {info.count}"
+        )
+    try:
+        with rasterio.open(info.path) as src:
+            counts = src.read(window=window)
+            mask = src.dataset_mask(window=window) > 0
+    except RasterioError as err:
+        raise UnreadableFileError(f"{info.path}: corrupt or truncated ({_first_line(err)})") from err
+    data = _to_reflectance(counts, sensor, info.path)
+    data[:, ~mask] = np.nan
+    if not np.isfinite(data).any():
+        raise InvalidImageError(f"{info.path}: every pixel is nodata")
+    transform = info.transform if window is None else rasterio.windows.transform(window, info.transform)
+    names = tuple(name or default for name, default in zip(info.band_names, sensor.all_bands, strict=True))
+    return Raster(data=data, crs=info.crs, transform=transform, band_names=names)
+
+
+def _to_reflectance(counts: np.ndarray, sensor: Sensor, path: str) -> np.ndarray:
+    if counts.dtype.kind == "f":
+        data = counts.astype(np.float32)
+        validate_reflectance(data, name=path)
+        return data
+    if counts.dtype.kind in "ui":
+        return counts.astype(np.float32) / np.float32(sensor.dn_scale)
+    raise InvalidImageError(f"{path}: expected integer or float pixels, found dtype {counts.dtype}")
+
+
+def _reflectance_to_counts(data: np.ndarray, sensor: Sensor) -> np.ndarray:
+    """Reflectance → the sensor's integers; NaN becomes the sensor's nodata value."""
+    info = np.iinfo(sensor.dtype)
+    # Valid pixels never collide with nodata: the smallest valid count is nodata + 1.
+    low = sensor.nodata + 1 if sensor.nodata == info.min else info.min
+    counts = np.clip(np.rint(np.nan_to_num(data, nan=0.0) * sensor.dn_scale), low, info.max)
+    counts = counts.astype(sensor.dtype)
+    counts[:, ~np.isfinite(data).all(axis=0)] = sensor.nodata
+    return counts
+
+
+class atomic_output:  # noqa: N801 - used like a function: ``with atomic_output(path) as tmp:``
+    """Context manager giving a temporary path beside ``path``; renamed onto it only on success."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+
+    def __enter__(self) -> Path:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
+        os.close(fd)
+        self.tmp = Path(tmp)
+        return self.tmp
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            os.replace(self.tmp, self.path)
+        else:
+            self.tmp.unlink(missing_ok=True)
+
+
+def write_raster(path: str | os.PathLike, raster: Raster, sensor: Sensor = SENTINEL2, cog: bool = True) -> Path:
+    """Write reflectance as ``sensor`` integers (band names, nodata, CRS, transform kept).
+
+    The output is a Cloud-Optimized GeoTIFF (deflate, 256 px blocks, overviews) unless ``cog=False``.
+    It appears at ``path`` only once complete.
+    """
+    counts = _reflectance_to_counts(raster.data, sensor)
+    count, height, width = counts.shape
+    profile = {
+        "driver": "GTiff",
+        "count": count,
+        "height": height,
+        "width": width,
+        "dtype": sensor.dtype,
+        "crs": raster.crs,
+        "transform": raster.transform,
+        "nodata": sensor.nodata,
+    }
+    with MemoryFile() as memfile, memfile.open(**profile) as mem:
+        mem.write(counts)
+        for index, name in enumerate(raster.band_names, start=1):
+            mem.set_band_description(index, name)
+        with atomic_output(path) as tmp:
+            options = {"compress": "deflate", "blocksize": 256} if cog else {"compress": "deflate"}
+            rasterio.shutil.copy(mem, tmp, driver="COG" if cog else "GTiff", **options)
+    return Path(path)
+
+
+def iter_windows(height: int, width: int, size: int, overlap: int) -> Iterator[tuple[Window, Window]]:
+    """Tiles of ``size`` covering an image, each with ``overlap`` pixels of context on every side.
+
+    Yields ``(read_window, core_window)``: the window to read (core plus context, clipped to the
+    image) and the core it is responsible for. Cores tile the image exactly, without overlap.
+    """
+    for row in range(0, height, size):
+        for col in range(0, width, size):
+            core = Window(col, row, min(size, width - col), min(size, height - row))
+            r0, c0 = max(row - overlap, 0), max(col - overlap, 0)
+            r1, c1 = min(row + size + overlap, height), min(col + size + overlap, width)
+            yield Window(c0, r0, c1 - c0, r1 - r0), core
+
+
+def _first_line(err: Exception) -> str:
+    return str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__

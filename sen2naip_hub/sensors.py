@@ -1,0 +1,119 @@
+"""Sensor facts: NAIP and Sentinel-2 bands, resolutions, the ×4 scale and reflectance scaling.
+
+This is the one place for them. Conversion between stored integers and float32 reflectance in
+[0, 1] happens here, at the I/O edge; everything inside the library works on reflectance.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from sen2naip_hub.errors import InvalidImageError
+
+__all__ = [
+    "NAIP",
+    "SCALE_FACTOR",
+    "SENTINEL2",
+    "Sensor",
+    "naip_to_reflectance",
+    "reflectance_to_naip",
+    "reflectance_to_s2",
+    "s2_to_reflectance",
+    "validate_reflectance",
+]
+
+#: HR pixels per LR pixel along each axis (2.5 m NAIP → 10 m Sentinel-2), as in SEN2NAIP.
+SCALE_FACTOR: int = 4
+
+
+@dataclass(frozen=True)
+class Sensor:
+    """A sensor's bands (in the project's order), pixel size and integer scaling."""
+
+    name: str
+    all_bands: tuple[str, ...]
+    rgb_bands: tuple[str, ...]
+    resolution_m: float
+    #: stored integer = reflectance × ``dn_scale``
+    dn_scale: float
+    dtype: str
+    nodata: int
+
+
+#: NAIP: R, G, B, NIR, stored as uint8 (reflectance × 255), 2.5 m in SEN2NAIP (native 0.6–1 m).
+NAIP = Sensor(
+    name="NAIP",
+    all_bands=("R", "G", "B", "NIR"),
+    rgb_bands=("R", "G", "B"),
+    resolution_m=2.5,
+    dn_scale=255.0,
+    dtype="uint8",
+    nodata=0,
+)
+
+#: Sentinel-2 10 m bands in NAIP's order, digital numbers = reflectance × 10000 (L1C/L2A convention).
+SENTINEL2 = Sensor(
+    name="Sentinel-2",
+    all_bands=("B04", "B03", "B02", "B08"),
+    rgb_bands=("B04", "B03", "B02"),
+    resolution_m=10.0,
+    dn_scale=10000.0,
+    dtype="uint16",
+    nodata=0,
+)
+
+N_BANDS: int = len(NAIP.all_bands)
+
+
+def validate_reflectance(array: np.ndarray, name: str = "image") -> None:
+    """Raise :class:`InvalidImageError` unless ``array`` is float reflectance in [0, 1] (NaN allowed).
+
+    >>> validate_reflectance(np.zeros((4, 2, 2), dtype="float32"))
+    """
+    if array.dtype.kind != "f":
+        raise InvalidImageError(f"{name}: expected float reflectance, found dtype {array.dtype}")
+    finite = array[np.isfinite(array)]
+    if finite.size and (finite.min() < 0.0 or finite.max() > 1.0):
+        raise InvalidImageError(
+            f"{name}: float reflectance must lie in [0, 1], found values in "
+            f"[{finite.min():.4g}, {finite.max():.4g}]"
+        )
+
+
+def _check_integer(array: np.ndarray, name: str) -> None:
+    if array.dtype.kind not in "ui":
+        raise InvalidImageError(f"{name}: expected integer digital numbers, found dtype {array.dtype}")
+
+
+def naip_to_reflectance(array: np.ndarray, name: str = "NAIP image") -> np.ndarray:
+    """NAIP uint8 digital numbers → float32 reflectance (DN / 255).
+
+    >>> naip_to_reflectance(np.array([0, 255], dtype="uint8")).tolist()
+    [0.0, 1.0]
+    """
+    _check_integer(array, name)
+    if array.size and (array.min() < 0 or array.max() > 255):
+        raise InvalidImageError(f"{name}: NAIP digital numbers must lie in [0, 255], found max {array.max()}")
+    return array.astype(np.float32) / np.float32(NAIP.dn_scale)
+
+
+def reflectance_to_naip(array: np.ndarray) -> np.ndarray:
+    """Float reflectance → NAIP uint8 (rounded, clipped to [0, 255])."""
+    return np.clip(np.rint(array * NAIP.dn_scale), 0, 255).astype(np.uint8)
+
+
+def s2_to_reflectance(array: np.ndarray, name: str = "Sentinel-2 image") -> np.ndarray:
+    """Sentinel-2 digital numbers → float32 reflectance (DN / 10000).
+
+    >>> s2_to_reflectance(np.array([0, 10000], dtype="uint16")).tolist()
+    [0.0, 1.0]
+    """
+    _check_integer(array, name)
+    return array.astype(np.float32) / np.float32(SENTINEL2.dn_scale)
+
+
+def reflectance_to_s2(array: np.ndarray) -> np.ndarray:
+    """Float reflectance → Sentinel-2 uint16 DN (reflectance × 10000, rounded, clipped to uint16)."""
+    return np.clip(np.rint(np.nan_to_num(array) * SENTINEL2.dn_scale), 0, 65535).astype(np.uint16)
