@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import os
 import tempfile
+import warnings
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -19,12 +21,12 @@ import rasterio
 import rasterio.shutil
 from affine import Affine
 from rasterio.crs import CRS
-from rasterio.errors import RasterioError
+from rasterio.errors import NodataShadowWarning, NotGeoreferencedWarning, RasterioError
 from rasterio.io import MemoryFile
 from rasterio.windows import Window
 
 from sen2naip_hub.errors import InvalidImageError, UnreadableFileError
-from sen2naip_hub.sensors import NAIP, N_BANDS, SCALE_FACTOR, SENTINEL2, Sensor, validate_reflectance
+from sen2naip_hub.sensors import N_BANDS, NAIP, SCALE_FACTOR, SENTINEL2, Sensor, validate_reflectance
 
 __all__ = [
     "Raster",
@@ -83,12 +85,26 @@ def lr_transform(hr_transform: Affine, scale: int = SCALE_FACTOR) -> Affine:
     Affine(10.0, 0.0, 100.0,
            0.0, -10.0, 200.0)
     """
-    return hr_transform * Affine.scale(scale)
+    return hr_transform @ Affine.scale(scale)
+
+
+@contextmanager
+def _quiet_rasterio_context() -> Iterator[None]:
+    """Silence rasterio's warnings about files without georeferencing or with nodata beside alpha: such
+    a raster is still read as it is (no CRS stays no CRS; nodata wins over alpha)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        warnings.simplefilter("ignore", NodataShadowWarning)
+        yield
 
 
 def read_info(path: str | os.PathLike) -> RasterInfo:
     """Read a GeoTIFF's header, raising :class:`UnreadableFileError` for anything that is not one."""
-    path = str(path)
+    with _quiet_rasterio_context():
+        return _read_info(str(path))
+
+
+def _read_info(path: str) -> RasterInfo:
     if not os.path.exists(path):
         raise UnreadableFileError(f"{path}: no such file")
     try:
@@ -130,7 +146,7 @@ def read_raster(
             f"{info.path}: expected {N_BANDS} bands ({', '.join(sensor.all_bands)}), found {info.count}"
         )
     try:
-        with rasterio.open(info.path) as src:
+        with _quiet_rasterio_context(), rasterio.open(info.path) as src:
             counts = src.read(window=window)
             mask = src.dataset_mask(window=window) > 0
     except RasterioError as err:
@@ -185,7 +201,9 @@ class atomic_output:  # noqa: N801 - used like a function: ``with atomic_output(
             self.tmp.unlink(missing_ok=True)
 
 
-def write_raster(path: str | os.PathLike, raster: Raster, sensor: Sensor = SENTINEL2, cog: bool = True) -> Path:
+def write_raster(
+    path: str | os.PathLike, raster: Raster, sensor: Sensor = SENTINEL2, cog: bool = True
+) -> Path:
     """Write reflectance as ``sensor`` integers (band names, nodata, CRS, transform kept).
 
     The output is a Cloud-Optimized GeoTIFF (deflate, 256 px blocks, overviews) unless ``cog=False``.
@@ -203,7 +221,7 @@ def write_raster(path: str | os.PathLike, raster: Raster, sensor: Sensor = SENTI
         "transform": raster.transform,
         "nodata": sensor.nodata,
     }
-    with MemoryFile() as memfile, memfile.open(**profile) as mem:
+    with _quiet_rasterio_context(), MemoryFile() as memfile, memfile.open(**profile) as mem:
         mem.write(counts)
         for index, name in enumerate(raster.band_names, start=1):
             mem.set_band_description(index, name)

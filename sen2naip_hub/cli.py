@@ -1,0 +1,149 @@
+"""The ``sen2naip`` command line. Every expected failure is one line on stderr and exit code 1.
+
+Commands from other installed packages (the dataset builder's ``build``, ``push-dataset``, ``fit``)
+are added through the ``sen2naip.commands`` entry-point group, so this library never imports them.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from sen2naip_hub.constants import DEFAULT_MODEL_REPO_ID
+from sen2naip_hub.errors import InvalidImageError, Sen2NaipError
+
+app = typer.Typer(
+    name="sen2naip",
+    help="SEN2NAIP degradation: NAIP (2.5 m, R G B NIR) → Sentinel-2-like (10 m, B04 B03 B02 B08).",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+LOCAL_MODEL = Path("models") / "sen2naip-degradation"
+
+
+def default_model() -> str:
+    """``$SEN2NAIP_MODEL``, else ``./models/sen2naip-degradation`` when present, else the Hub repo."""
+    env = os.environ.get("SEN2NAIP_MODEL")
+    if env:
+        return env
+    return str(LOCAL_MODEL) if LOCAL_MODEL.is_dir() else DEFAULT_MODEL_REPO_ID
+
+
+def _device(name: str) -> str:
+    import torch
+
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise InvalidImageError(f"--device {name}: CUDA is not available on this machine (use --device cpu)")
+    return name
+
+
+@app.command()
+def degrade(
+    input: Annotated[
+        Path, typer.Argument(help="NAIP GeoTIFF: 4 bands R, G, B, NIR (uint8, or float in [0, 1]).")
+    ],
+    output: Annotated[Path, typer.Argument(help="Output S2-like COG (uint16 reflectance × 10000).")],
+    model: Annotated[str | None, typer.Option(help="Degradation folder or Hub repo id.")] = None,
+    harmonization: Annotated[
+        str | None, typer.Option(help="global | local | none (default: the model's).")
+    ] = None,
+    noise: Annotated[bool, typer.Option("--noise/--no-noise", help="Add the learned sensor noise.")] = True,
+    seed: Annotated[int, typer.Option(help="Seed of the noise.")] = 0,
+    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+    hr_out: Annotated[Path | None, typer.Option(help="Also write the harmonized HR here.")] = None,
+    batch_size: Annotated[int, typer.Option(min=1)] = 8,
+    tile: Annotated[int, typer.Option(min=16, help="Tile size in HR pixels.")] = 512,
+) -> None:
+    """Degrade a NAIP GeoTIFF of any size into a Sentinel-2-like COG."""
+    from sen2naip_hub.io import read_raster, write_raster
+    from sen2naip_hub.models import Degradation
+    from sen2naip_hub.models.harmonization import HARMONIZATION_MODES
+    from sen2naip_hub.pipeline import degrade_raster
+    from sen2naip_hub.sensors import NAIP, SENTINEL2
+
+    if harmonization is not None and harmonization not in HARMONIZATION_MODES:
+        raise InvalidImageError(
+            f"--harmonization must be one of {', '.join(HARMONIZATION_MODES)}, got {harmonization!r}"
+        )
+    raster = read_raster(input, NAIP)
+    deg = Degradation.from_pretrained(model or default_model())
+    lr, hr = degrade_raster(
+        deg,
+        raster,
+        harmonization=harmonization,
+        noise=noise,
+        seed=seed,
+        device=_device(device),
+        batch_size=batch_size,
+        tile=tile,
+    )
+    write_raster(output, lr, SENTINEL2)
+    if hr_out is not None:
+        write_raster(hr_out, hr, NAIP)
+    typer.echo(f"wrote {output} ({lr.data.shape[1]}×{lr.data.shape[2]} px, bands {', '.join(lr.band_names)})")
+
+
+@app.command("convert-reference")
+def convert_reference_command(
+    out: Annotated[Path, typer.Option(help="Folder for the four Hub-layout model repos.")] = Path("models"),
+) -> None:
+    """Convert the published SEN2NAIP weights (PyPI opensr-degradation 1.0.1) into Hub repos."""
+    from sen2naip_hub.convert import convert_reference
+
+    for name, path in convert_reference(out).items():
+        typer.echo(f"{name:>13}: {path}")
+
+
+@app.command()
+def demo(
+    sample_dir: Annotated[Path, typer.Option(envvar="SEN2NAIP_SAMPLE_DIR")] = Path("../shared/sample"),
+    models_dir: Annotated[Path, typer.Option()] = Path("models"),
+    out: Annotated[Path, typer.Option()] = Path("demo_output"),
+) -> None:
+    """The main job on the real sample: convert weights if missing, degrade NAIP, write LR + a PNG."""
+    from sen2naip_hub.demo import run_demo
+
+    run_demo(sample_dir, models_dir, out, echo=typer.echo)
+
+
+def _add_plugin_commands() -> None:
+    for ep in entry_points(group="sen2naip.commands"):
+        plugin = ep.load()
+        if isinstance(plugin, typer.Typer):
+            app.add_typer(plugin, name=ep.name)
+        else:
+            app.command(ep.name)(plugin)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; typed errors become one line on stderr and exit code 1."""
+    _add_plugin_commands()
+    try:
+        app(args=argv, standalone_mode=False)
+    except Sen2NaipError as err:
+        typer.echo(f"error: {err}", err=True)
+        return 1
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        return 130
+    except Exception as err:  # click's usage errors and the like
+        import click
+
+        if isinstance(err, click.exceptions.Exit):
+            return err.exit_code
+        if isinstance(err, click.ClickException):
+            err.show()
+            return err.exit_code
+        raise
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,80 @@
+"""λ: spectral harmonization. A U-Net predicts Sentinel-2-like reflectance from NAIP; its output is only
+the *target* of a histogram matching applied to the NAIP image, which keeps NAIP's detail and takes
+Sentinel-2's radiometry (opensr-degradation 1.0.1 ``harmonization_03``).
+
+Modes: ``global`` (per band over the whole image, as published), ``local`` (per window, blended
+smoothly, as the SEN2NAIP slides describe) and ``none`` (identity).
+"""
+
+from __future__ import annotations
+
+from typing import Literal, get_args
+
+import segmentation_models_pytorch as smp
+import torch
+import torch.nn.functional as F
+
+from sen2naip_hub.constants import UNET_ENCODER, UNET_STRIDE
+from sen2naip_hub.models.histogram import match_histograms, match_histograms_local
+from sen2naip_hub.models.hub import HubModel
+from sen2naip_hub.sensors import N_BANDS
+
+HarmonizationMode = Literal["global", "local", "none"]
+HARMONIZATION_MODES: tuple[str, ...] = get_args(HarmonizationMode)
+
+__all__ = ["HARMONIZATION_MODES", "HarmonizationModel", "pad_to_multiple"]
+
+
+def pad_to_multiple(x: torch.Tensor, multiple: int = UNET_STRIDE) -> torch.Tensor:
+    """Zero-pad ``(B, C, H, W)`` at the bottom and right up to the next multiple of ``multiple``.
+
+    The published code pads the same way (zeros, bottom and right); it pads a full extra ``multiple``
+    when the size is already a multiple, which this does not. For 484-px tiles both give 512.
+    """
+    h, w = x.shape[-2:]
+    return F.pad(x, (0, (-w) % multiple, 0, (-h) % multiple))
+
+
+class HarmonizationModel(
+    HubModel,
+    tags=["sen2naip", "degradation", "harmonization", "unet", "sentinel-2", "naip"],
+):
+    """λ as a Hub model: an ``smp.Unet`` (4 → 4 bands) whose output drives histogram matching.
+
+    Args:
+        mode: ``global``, ``local`` or ``none`` (the default mode; :meth:`forward` can override it).
+        window: window of ``local`` matching in HR pixels (even); windows overlap by half.
+        encoder: the U-Net's encoder (SEN2NAIP: ``efficientnet-b1``).
+
+    The U-Net input is the NAIP reflectance, zero-padded to a multiple of 32 and cropped back.
+    """
+
+    def __init__(self, mode: str = "global", window: int = 128, encoder: str = UNET_ENCODER) -> None:
+        super().__init__()
+        if mode not in HARMONIZATION_MODES:
+            raise ValueError(f"harmonization mode must be one of {HARMONIZATION_MODES}, got {mode!r}")
+        self.mode = mode
+        self.window = window
+        self.encoder = encoder
+        self.unet = smp.Unet(encoder, encoder_weights=None, in_channels=N_BANDS, classes=N_BANDS)
+        self.eval()  # a degradation model is used for inference; call .train() to fit it
+
+    def predict_target(self, x: torch.Tensor) -> torch.Tensor:
+        """The U-Net's S2-like reflectance for ``(B, 4, H, W)`` (the histogram target), same shape."""
+        h, w = x.shape[-2:]
+        return self.unet(pad_to_multiple(x))[..., :h, :w]
+
+    def forward(
+        self, x: torch.Tensor, valid: torch.Tensor | None = None, mode: str | None = None
+    ) -> torch.Tensor:
+        """Harmonize ``(B, 4, H, W)`` NAIP reflectance; ``valid`` ``(B, H, W)`` masks nodata out of the
+        histograms (nodata pixels are returned unchanged)."""
+        mode = self.mode if mode is None else mode
+        if mode not in HARMONIZATION_MODES:
+            raise ValueError(f"harmonization mode must be one of {HARMONIZATION_MODES}, got {mode!r}")
+        if mode == "none":
+            return x
+        target = self.predict_target(x).to(x.dtype)
+        if mode == "global":
+            return match_histograms(x, target, valid, valid)
+        return match_histograms_local(x, target, self.window, valid)

@@ -1,0 +1,108 @@
+"""The base class of every model here: ``nn.Module`` + ``PyTorchModelHubMixin``, loaded strictly.
+
+``from_pretrained`` takes a local folder or a Hub repo id; weights are safetensors only, loaded once,
+with ``strict=True`` so a file that does not match the architecture fails instead of half-loading.
+Anything that cannot be resolved to a model becomes :class:`ModelNotFoundError`.
+"""
+
+from __future__ import annotations
+
+import os
+from importlib import resources
+from pathlib import Path
+from typing import Any, TypeVar
+
+import safetensors.torch
+from huggingface_hub import ModelCard, PyTorchModelHubMixin, hf_hub_download
+from huggingface_hub.errors import HfHubHTTPError, HFValidationError, LocalEntryNotFoundError
+from torch import nn
+
+from sen2naip_hub.constants import PAPER_CITATION, PAPER_URL, REFERENCE_LICENSE
+from sen2naip_hub.errors import ModelNotFoundError
+
+WEIGHTS_NAME = "model.safetensors"
+REPO_URL = "https://github.com/sen2naip-hub/sen2naip-hub"
+T = TypeVar("T", bound="HubModel")
+
+_RESOLVE_ERRORS = (HFValidationError, HfHubHTTPError, LocalEntryNotFoundError, FileNotFoundError, ValueError)
+
+
+class HubModel(
+    nn.Module,
+    PyTorchModelHubMixin,
+    library_name="sen2naip-hub",
+    license=REFERENCE_LICENSE,
+    repo_url=REPO_URL,
+    paper_url=PAPER_URL,
+    pipeline_tag="image-to-image",
+    model_card_template=resources.files("sen2naip_hub").joinpath("templates/model_card.md").read_text(),
+):
+    """Shared Hub behaviour. Subclasses set a docstring (its first paragraph becomes the card's
+    description); ``card_source``, when set, is the card's note on where the weights come from."""
+
+    card_source: str | None = None
+
+    @classmethod
+    def from_pretrained(cls: type[T], pretrained_model_name_or_path: str | Path, **kwargs: Any) -> T:
+        """Load from a local folder (``config.json`` + ``model.safetensors``) or a Hub repo id."""
+        name = str(pretrained_model_name_or_path)
+        if _looks_like_path(name) and not os.path.isdir(name):
+            raise ModelNotFoundError(f"{name}: no such model folder (expected config.json + {WEIGHTS_NAME})")
+        try:
+            return super().from_pretrained(name, **kwargs)
+        except _RESOLVE_ERRORS as err:
+            raise ModelNotFoundError(
+                f"{name}: not a local model folder nor a reachable Hub repo ({err})"
+            ) from err
+
+    @classmethod
+    def _from_pretrained(
+        cls: type[T],
+        *,
+        model_id: str,
+        revision: str | None,
+        cache_dir: str | Path | None,
+        force_download: bool,
+        local_files_only: bool,
+        token: str | bool | None,
+        map_location: str = "cpu",
+        strict: bool = True,
+        **model_kwargs: Any,
+    ) -> T:
+        model = cls(**model_kwargs)
+        if os.path.isdir(model_id):
+            weights = os.path.join(model_id, WEIGHTS_NAME)
+            if not os.path.isfile(weights):
+                raise ModelNotFoundError(f"{model_id}: no {WEIGHTS_NAME} in this folder")
+        else:
+            weights = hf_hub_download(
+                repo_id=model_id,
+                filename=WEIGHTS_NAME,
+                revision=revision,
+                cache_dir=cache_dir,
+                force_download=force_download,
+                token=token,
+                local_files_only=local_files_only,
+            )
+        safetensors.torch.load_model(model, weights, strict=strict, device=map_location)
+        return model.eval()
+
+    def generate_model_card(self, *args: Any, **kwargs: Any) -> ModelCard:
+        """The card: the class docstring as description, the config as a table, the citation."""
+        kwargs.setdefault("model_name", type(self).__name__)
+        kwargs.setdefault("model_description", _summary(type(self).__doc__))
+        kwargs.setdefault("config_items", sorted((self._hub_mixin_config or {}).items()))
+        kwargs.setdefault("citation", PAPER_CITATION)
+        kwargs.setdefault("source", self.card_source)
+        return super().generate_model_card(*args, **kwargs)
+
+
+def _summary(docstring: str | None) -> str:
+    """The first paragraph of a docstring, on one line."""
+    first = (docstring or "").strip().split("\n\n")[0]
+    return " ".join(first.split())
+
+
+def _looks_like_path(name: str) -> bool:
+    """True for things a user meant as a path: absolute, ./ or ../, ~, or more than one '/'."""
+    return name.startswith((".", "/", "~")) or name.count("/") > 1 or os.path.exists(name)

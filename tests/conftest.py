@@ -1,0 +1,83 @@
+"""Shared fixtures. Tests run offline: HF_HUB_OFFLINE=1 and a temporary HF_HOME for every test."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SAMPLE_DIR = Path(os.environ.get("SEN2NAIP_SAMPLE_DIR", REPO_ROOT.parent / "shared" / "sample"))
+NAIP_FILES = sorted((SAMPLE_DIR / "naip").glob("*.tif"))
+TILE = 484  # SEN2NAIP's HR ROI size in pixels
+
+
+@pytest.fixture(autouse=True)
+def offline_hub(tmp_path_factory, monkeypatch):
+    """No test touches the network or the user's Hub cache."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path_factory.mktemp("hf_home")))
+    monkeypatch.setenv("GRADIO_ANALYTICS_ENABLED", "False")
+
+
+@pytest.fixture(scope="session")
+def sample_dir() -> Path:
+    if not NAIP_FILES:
+        pytest.fail(f"the real sample imagery is missing: expected NAIP GeoTIFFs in {SAMPLE_DIR / 'naip'}")
+    return SAMPLE_DIR
+
+
+@pytest.fixture(scope="session")
+def naip_tiles(sample_dir) -> torch.Tensor:
+    """Real NAIP reflectance tiles (3, 4, 484, 484) from three dates of the sample."""
+    from sen2naip_hub.io import read_raster
+
+    tiles = [torch.from_numpy(read_raster(path).data[:, :TILE, :TILE]) for path in NAIP_FILES[:3]]
+    return torch.stack(tiles)
+
+
+@pytest.fixture(scope="session")
+def reference_dir(tmp_path_factory) -> Path:
+    """The published weights converted once per session into Hub-layout folders."""
+    from sen2naip_hub.convert import convert_reference
+
+    out = tmp_path_factory.mktemp("models")
+    convert_reference(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def reference_unet():
+    """The published TorchScript U-Net, loaded as the reference package loads it."""
+    from sen2naip_hub.convert import reference_package_dir
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = torch.jit.load(
+            str(reference_package_dir() / "naipd/models/model_unet.pt"), map_location="cpu"
+        )
+    return model.eval()
+
+
+@pytest.fixture(scope="session")
+def reference_noise_table() -> np.ndarray:
+    from sen2naip_hub.convert import reference_package_dir
+
+    table = torch.load(str(reference_package_dir() / "naipd/models/model_noise.pt"), weights_only=True)
+    return table.numpy()
+
+
+def import_reference():
+    """``opensr_degradation`` (it warns about pkg_resources on import)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import opensr_degradation
+        import opensr_degradation.naipd.blur
+        import opensr_degradation.naipd.harmonization
+        import opensr_degradation.naipd.noise
+        import opensr_degradation.utils
+    return opensr_degradation

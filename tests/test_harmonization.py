@@ -1,0 +1,96 @@
+"""λ: the converted U-Net equals the published TorchScript one; histogram matching equals skimage's."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from conftest import import_reference
+from skimage.exposure import match_histograms as skimage_match
+
+from sen2naip_hub.models import HarmonizationModel
+from sen2naip_hub.models.histogram import match_histograms, match_histograms_local
+
+ONE_NAIP_STEP = 1 / 255
+
+
+@pytest.fixture(scope="module")
+def harmonization(reference_dir):
+    return HarmonizationModel.from_pretrained(reference_dir / "sen2naip-harmonization")
+
+
+def test_unet_equals_published_torchscript(harmonization, reference_unet, naip_tiles):
+    with torch.no_grad():
+        ours = harmonization.predict_target(naip_tiles[:2])
+        padded = torch.nn.functional.pad(naip_tiles[:2], (0, 28, 0, 28))  # as the reference: 484 -> 512
+        expected = reference_unet(padded)[..., :484, :484]
+    assert torch.allclose(ours, expected, atol=1e-5, rtol=0)
+
+
+def test_global_harmonization_matches_published_within_one_naip_step(
+    harmonization, reference_unet, naip_tiles
+):
+    ref = import_reference()
+    with torch.no_grad():
+        ours = harmonization(naip_tiles[:2])
+    for image, result in zip(naip_tiles[:2], ours, strict=True):
+        expected = ref.naipd.harmonization.harmonization_03(image, unet_reflectance_model=reference_unet)
+        assert float((result - expected.float()).abs().max()) <= ONE_NAIP_STEP
+
+
+def test_histogram_matching_equals_skimage_on_real_naip(naip_tiles):
+    reference = naip_tiles.flip(0) ** 1.7  # other dates, other radiometry
+    ours = match_histograms(naip_tiles, reference)
+    for image, ref_image, result in zip(naip_tiles, reference, ours, strict=True):
+        expected = skimage_match(image.numpy(), ref_image.numpy(), channel_axis=0)
+        assert np.abs(result.numpy() - expected).max() <= ONE_NAIP_STEP
+        assert np.abs(result.numpy() - expected).max() < 1e-5  # in fact equal up to float rounding
+
+
+def test_histogram_matching_float_source_and_other_reference_size():
+    g = torch.Generator().manual_seed(3)
+    source, reference = torch.rand(2, 4, 40, 50, generator=g), torch.rand(2, 4, 23, 31, generator=g) ** 3
+    ours = match_histograms(source, reference)
+    for i in range(2):
+        expected = skimage_match(source[i].numpy(), reference[i].numpy(), channel_axis=0)
+        assert np.abs(ours[i].numpy() - expected).max() < 1e-5
+
+
+def test_masked_pixels_stay_out_of_both_histograms():
+    g = torch.Generator().manual_seed(4)
+    source, reference = torch.rand(1, 4, 30, 30, generator=g), torch.rand(1, 4, 30, 30, generator=g) * 0.3
+    valid = torch.ones(1, 30, 30, dtype=torch.bool)
+    valid[:, :10] = False
+    masked = match_histograms(source, reference, valid, valid)
+    expected = skimage_match(source[0, :, 10:].numpy(), reference[0, :, 10:].numpy(), channel_axis=0)
+    assert np.abs(masked[0, :, 10:].numpy() - expected).max() < 1e-5
+    assert torch.equal(masked[..., :10, :], source[..., :10, :])
+
+
+def test_local_matching_recovers_a_monotone_transform_without_seams(naip_tiles):
+    source = naip_tiles[:1]
+    reference = 0.2 * source + 0.01  # the same monotone map in every window
+    local = match_histograms_local(source, reference, window=64)
+    assert torch.allclose(local, reference, atol=1e-6)
+
+
+def test_local_matching_follows_spatially_varying_radiometry(naip_tiles):
+    source = naip_tiles[:1]
+    gain = torch.linspace(0.2, 0.6, source.shape[-1]).reshape(1, 1, 1, -1)
+    reference = source * gain  # radiometry changes from left to right
+    local = match_histograms_local(source, reference, window=64)
+    global_ = match_histograms(source, reference)
+    local_error = (local - reference).abs().mean()
+    global_error = (global_ - reference).abs().mean()
+    assert local_error < 0.5 * global_error
+    # no seams: neighbouring columns differ no more than in the reference itself
+    assert (local.diff(dim=-1).abs().mean()) < 1.2 * reference.diff(dim=-1).abs().mean()
+
+
+def test_modes_and_identity(harmonization, naip_tiles):
+    x = naip_tiles[:1, :, :64, :64]
+    assert torch.equal(harmonization(x, mode="none"), x)
+    with pytest.raises(ValueError, match="'median'"):
+        harmonization(x, mode="median")
+    with torch.no_grad():
+        assert harmonization(x, mode="local").shape == x.shape
