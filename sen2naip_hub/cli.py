@@ -113,19 +113,36 @@ def demo(
     run_demo(sample_dir, models_dir, out, echo=typer.echo)
 
 
-def _add_plugin_commands() -> None:
-    for ep in entry_points(group="sen2naip.commands"):
-        plugin = ep.load()
+def _add_plugin_commands(argv: list[str]) -> None:
+    """Register the entry-point commands. Only the one being run is imported (the others are heavy),
+    so ``sen2naip degrade`` never pays for the dataset builder; ``--help`` lists them all."""
+    plugins = {ep.name: ep for ep in entry_points(group="sen2naip.commands")}
+    wanted = next((arg for arg in argv if not arg.startswith("-")), None)
+    for name, ep in plugins.items():
+        if name != wanted:
+            app.command(name, help=f"({ep.value.split(':')[0]}) run `sen2naip {name} --help`")(_placeholder)
+            continue
+        try:
+            plugin = ep.load()
+        except ImportError as err:
+            raise Sen2NaipError(
+                f"`sen2naip {name}` needs the dataset builder: pip install 'sen2naip-hub[builder]' ({err})"
+            ) from err
         if isinstance(plugin, typer.Typer):
-            app.add_typer(plugin, name=ep.name)
+            app.add_typer(plugin, name=name)
         else:
-            app.command(ep.name)(plugin)
+            app.command(name)(plugin)
+
+
+def _placeholder() -> None:  # pragma: no cover - replaced by the real command when it is run
+    """Stands in for a plugin command in the help listing."""
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; typed errors become one line on stderr and exit code 1."""
-    _add_plugin_commands()
+    argv = sys.argv[1:] if argv is None else argv
     try:
+        _add_plugin_commands(argv)
         app(args=argv, standalone_mode=False)
     except Sen2NaipError as err:
         typer.echo(f"error: {err}", err=True)
