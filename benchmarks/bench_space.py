@@ -43,14 +43,18 @@ def load_app():
     return module
 
 
-def timed(fn: Callable[[], object], repeats: int) -> list[float]:
-    fn()  # warm-up
-    times = []
+def timed(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
+    """Median seconds of each function; they take turns in every repeat, so that a load change on a
+    shared machine hits all of them alike (the ratio is the number to trust)."""
+    for fn in fns.values():
+        fn()  # warm-up
+    times: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return times
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def make_roi(app, sample_dir: Path):
@@ -86,15 +90,21 @@ def main() -> None:
     model = Degradation.from_pretrained(args.models / "sen2naip-degradation")
     roi, hr = make_roi(app, args.sample_dir)
     run = app.make_runner(model, [roi])
-    ours = timed(lambda: run(app.SOURCE_ROI, roi.label, None, "global", True, 0), args.repeats)
-    model_only = timed(lambda: app.degrade_input(model, hr, "global", True, 0), args.repeats)
     pipe, image = published_pipe(), torch.from_numpy(hr.data)
-    with torch.inference_mode():
-        baseline = timed(lambda: pipe.forward(image), args.repeats)
-    med = {
-        name: statistics.median(t) for name, t in (("ours", ours), ("model", model_only), ("ref", baseline))
-    }
-    print(f"CPU, {args.threads} threads, one {ROI}×{ROI} ROI, median of {args.repeats} (after 1 warm-up)")
+
+    def reference() -> None:
+        with torch.inference_mode():
+            pipe.forward(image)
+
+    med = timed(
+        {
+            "ours": lambda: run(app.SOURCE_ROI, roi.label, None, "global", True, 0),
+            "model": lambda: app.degrade_input(model, hr, "global", True, 0),
+            "ref": reference,
+        },
+        args.repeats,
+    )
+    print(f"CPU, {args.threads} threads, one {ROI}×{ROI} ROI, median of {args.repeats} interleaved runs")
     print(f"  Space request end to end (degrade + plots + metrics + GeoTIFF): {med['ours']:.3f} s")
     print(f"    of which the degradation (sen2naip_hub.pipeline.degrade_raster): {med['model']:.3f} s")
     print(f"  published opensr_degradation.pipe('naip_d') on the same ROI:   {med['ref']:.3f} s")

@@ -90,3 +90,18 @@ def test_bad_parameters_name_the_value():
         BlurModel(sigmas=(1.0, 2.0))
     with pytest.raises(ValueError, match="odd"):
         kernel1d("gaussian", 1.0, 12)
+
+
+@pytest.mark.parametrize("mode", ["nearest", "bilinear", "area"])
+@pytest.mark.parametrize("scale", [2, 3, 4])
+@pytest.mark.parametrize("size", [(64, 64), (61, 70), (15, 18)])
+def test_strided_fast_path_equals_blur_then_downsample(mode, scale, size):
+    """blur_downsample computes only the sampled outputs; it must equal the two-step definition."""
+    from sen2naip_hub.models.blur import blur, downsample
+
+    x = torch.rand(2, 4, *size, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    kernels = kernel1d("gaussian", torch.tensor([1.0, 2.0, 3.0, 3.4]), 13, dtype=torch.float64)
+    fast = blur_downsample(x, kernels, mode, scale)
+    slow = downsample(blur(x, kernels), mode, scale)
+    assert fast.shape == slow.shape
+    assert torch.allclose(fast, slow, atol=1e-12, rtol=0)

@@ -98,9 +98,7 @@ class Degradation(
         Nodata stays nodata: an LR pixel is NaN exactly when a nodata HR pixel lies within the reach of
         its blur and downsampling footprint; valid pixels beyond that reach are unaffected.
         """
-        self.check_inputs(hr)
-        valid = torch.isfinite(hr).all(dim=1)
-        all_valid = bool(valid.all())
+        valid, all_valid = self._validate(hr)
         filled = hr if all_valid else torch.where(valid[:, None], hr, torch.zeros_like(hr))
         harmonized = self.harmonization(filled, None if all_valid else valid, mode=harmonization)
         lr = self.blur(harmonized)
@@ -113,6 +111,11 @@ class Degradation(
 
     def check_inputs(self, hr: torch.Tensor) -> None:
         """Fail early, naming the value found and what was expected."""
+        self._validate(hr)
+
+    def _validate(self, hr: torch.Tensor) -> tuple[torch.Tensor, bool]:
+        """:meth:`check_inputs`; returns the ``(B, H, W)`` validity mask and whether all is valid.
+        The value checks cost one pass over the batch and one host sync."""
         if not isinstance(hr, torch.Tensor) or hr.ndim != 4 or hr.shape[1] != N_BANDS:
             shape = tuple(hr.shape) if isinstance(hr, torch.Tensor) else type(hr).__name__
             raise InvalidImageError(f"expected a (B, {N_BANDS}, H, W) tensor (R, G, B, NIR), got {shape}")
@@ -122,14 +125,19 @@ class Degradation(
             raise InvalidImageError(
                 f"image of {tuple(hr.shape[-2:])} px is smaller than one LR pixel ({self.scale} px)"
             )
-        finite = hr[torch.isfinite(hr)]
-        if finite.numel() == 0:
+        finite = torch.isfinite(hr)
+        valid = finite.all(dim=1)
+        low, high = torch.aminmax(torch.where(finite, hr, 0.5))
+        any_valid, all_valid, low, high = torch.stack(
+            [finite.any().to(hr.dtype), valid.all().to(hr.dtype), low, high]
+        ).tolist()
+        if not any_valid:
             raise InvalidImageError("every pixel is nodata (NaN)")
-        low, high = float(finite.min()), float(finite.max())
         if low < 0.0 or high > 1.0:
             raise InvalidImageError(
                 f"float reflectance must lie in [0, 1], found values in [{low:.4g}, {high:.4g}]"
             )
+        return valid, bool(all_valid)
 
     def lr_valid(self, hr_valid: torch.Tensor) -> torch.Tensor:
         """``(B, h, w)`` LR validity: False where a nodata HR pixel is within the blur's reach of the

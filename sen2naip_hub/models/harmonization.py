@@ -21,6 +21,9 @@ from sen2naip_hub.sensors import N_BANDS
 
 HarmonizationMode = Literal["global", "local", "none"]
 HARMONIZATION_MODES: tuple[str, ...] = get_args(HarmonizationMode)
+#: Precision of the U-Net alone (histogram matching, blur and noise always run in float32).
+#: bf16 is ~5-7x faster on CPUs with AVX512-BF16/AMX and on GPUs; it moves the histogram *target*.
+PRECISIONS: dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 __all__ = ["HARMONIZATION_MODES", "HarmonizationModel", "pad_to_multiple"]
 
@@ -45,24 +48,34 @@ class HarmonizationModel(
         mode: ``global``, ``local`` or ``none`` (the default mode; :meth:`forward` can override it).
         window: window of ``local`` matching in HR pixels (even); windows overlap by half.
         encoder: the U-Net's encoder (SEN2NAIP: ``efficientnet-b1``).
+        precision: ``fp32`` (as published) or ``bf16`` (autocast for the U-Net only).
 
     The U-Net input is the NAIP reflectance, zero-padded to a multiple of 32 and cropped back.
     """
 
-    def __init__(self, mode: str = "global", window: int = 128, encoder: str = UNET_ENCODER) -> None:
+    def __init__(
+        self, mode: str = "global", window: int = 128, encoder: str = UNET_ENCODER, precision: str = "fp32"
+    ) -> None:
         super().__init__()
         if mode not in HARMONIZATION_MODES:
             raise ValueError(f"harmonization mode must be one of {HARMONIZATION_MODES}, got {mode!r}")
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {tuple(PRECISIONS)}, got {precision!r}")
         self.mode = mode
+        self.precision = precision
         self.window = window
         self.encoder = encoder
         self.unet = smp.Unet(encoder, encoder_weights=None, in_channels=N_BANDS, classes=N_BANDS)
+        self.unet.to(memory_format=torch.channels_last)  # faster convolutions on CPU and GPU
         self.eval()  # a degradation model is used for inference; call .train() to fit it
 
     def predict_target(self, x: torch.Tensor) -> torch.Tensor:
         """The U-Net's S2-like reflectance for ``(B, 4, H, W)`` (the histogram target), same shape."""
         h, w = x.shape[-2:]
-        return self.unet(pad_to_multiple(x))[..., :h, :w]
+        dtype = PRECISIONS[self.precision]
+        with torch.autocast(x.device.type, dtype=dtype, enabled=dtype != torch.float32):
+            out = self.unet(pad_to_multiple(x).contiguous(memory_format=torch.channels_last))
+        return out[..., :h, :w].float().contiguous()
 
     def forward(
         self, x: torch.Tensor, valid: torch.Tensor | None = None, mode: str | None = None

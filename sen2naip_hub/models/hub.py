@@ -85,7 +85,8 @@ class HubModel(
                 local_files_only=local_files_only,
             )
         safetensors.torch.load_model(model, weights, strict=strict, device=map_location)
-        return model.eval()
+        # load_model copies into the existing parameters, which stay where they were: move the module.
+        return model.to(map_location).eval()
 
     def generate_model_card(self, *args: Any, **kwargs: Any) -> ModelCard:
         """The card: the class docstring as description, the config as a table, the citation."""
