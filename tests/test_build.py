@@ -1,0 +1,358 @@
+"""``sen2naip build`` end to end on the real sample: load_dataset, kill-and-resume, corrupt inputs, CLI.
+
+A small config keeps every test short: 4 real NAIP dates, simulated cross-sensor candidates (one good,
+one QA1 failure, one QA2 failure: no co-located NAIP + Sentinel-2 pair exists offline, so rows are
+``source="simulated"``), 128-px tiles, and open_clip's real ``ViT-S-32`` architecture with seeded
+random weights (no CLIP weights can be downloaded here; real runs pass a pretrained tag).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from unittest import mock
+
+import datasets
+import huggingface_hub
+import numpy as np
+import pytest
+import rasterio
+import yaml
+
+from dataset_builder.build import MANIFEST_NAME, BuildError, _grid, build_dataset
+from dataset_builder.checkpoints import KILL_ENV
+from dataset_builder.config import ConfigError, load_config
+from dataset_builder.records import SPLIT_NAMES
+from dataset_builder.writer import pair_features
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+NAIP_DIR = REPO_ROOT.parent / "shared" / "sample" / "naip"
+N_NAIP = 4
+TILE = 128
+ROI = 128
+SUBPROCESS_TIMEOUT_S = 300
+
+pytestmark = pytest.mark.skipif(not NAIP_DIR.is_dir(), reason=f"sample NAIP not found at {NAIP_DIR}")
+
+
+def _offline(monkeypatch: pytest.MonkeyPatch, home: Path) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(home))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HOME", str(home))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(home / "hub"))
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", home / "datasets")
+
+
+@pytest.fixture(autouse=True)
+def _offline_hf(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    _offline(monkeypatch, tmp_path / "hf_home")
+
+
+def _naip_folder(root: Path) -> Path:
+    """A folder of links to the first ``N_NAIP`` real NAIP files."""
+    folder = root / "naip"
+    folder.mkdir(parents=True, exist_ok=True)
+    for path in sorted(NAIP_DIR.glob("*.tif"))[:N_NAIP]:
+        (folder / path.name).symlink_to(path)
+    return folder
+
+
+def small_config(naip: Path, model: Path, out: Path, **changes) -> dict:
+    config = {
+        "out": str(out),
+        "degradation_model": str(model),
+        "device": "cpu",
+        "seed": 0,
+        "batch_size": 8,
+        "sources": {"naip": {"folder": str(naip)}},
+        "cross_sensor": {
+            "roi_size": ROI,
+            "hr_resolution_m": None,
+            "simulate": {"kinds": ["good", "qa1_fail", "qa2_fail"]},
+        },
+        "synthetic": {
+            "tile_size": TILE,
+            "size": 24,
+            "n_clusters": 4,
+            "clip_model": "ViT-S-32",
+            "embed_batch_size": 16,
+        },
+        "write": {"max_shard_rows": 16},  # several shards per split
+    }
+    for key, value in changes.items():
+        config[key] = value if not isinstance(value, dict) else {**config.get(key, {}), **value}
+    return config
+
+
+def _write_yaml(path: Path, config: dict) -> Path:
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def digests(folder: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+def manifest(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / MANIFEST_NAME).read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory, reference_dir) -> dict:
+    root = tmp_path_factory.mktemp("build")
+    naip = _naip_folder(root)
+    model = reference_dir / "sen2naip-degradation"
+    return {"root": root, "naip": naip, "model": model}
+
+
+@pytest.fixture(scope="module")
+def built(setup) -> dict:
+    """One uninterrupted build (the reference of the resume test)."""
+    out = setup["root"] / "reference" / "sen2naip"
+    config = load_config(
+        _write_yaml(setup["root"] / "ref.yaml", small_config(setup["naip"], setup["model"], out))
+    )
+    with pytest.MonkeyPatch.context() as patch:
+        _offline(patch, setup["root"] / "hf_home")
+        result = build_dataset(config, progress=False, echo=lambda _: None)
+    return {"out": out, "result": result, "config": config, "digests": digests(out)}
+
+
+def test_build_writes_both_configs_and_a_complete_manifest(built) -> None:
+    out, result = built["out"], built["result"]
+    assert result.changed
+    assert set(result.counts) == {"cross_sensor", "synthetic"}
+    for config, splits in result.counts.items():
+        assert all(splits.get(s, 0) > 0 for s in SPLIT_NAMES), (config, splits)
+    assert sum(result.counts["synthetic"].values()) == 24
+    assert sorted(p.name for p in out.iterdir()) == ["README.md", "cross_sensor", MANIFEST_NAME, "synthetic"]
+    assert not [p for p in out.rglob("*") if p.name.startswith(".") or p.name.endswith(".tmp")]
+    entries = manifest(out)
+    sources = [e for e in entries if e["stage"] == "sources"]
+    assert len(sources) == N_NAIP and all(e["status"] == "ok" for e in sources)
+    cross = [e for e in entries if e["stage"] == "cross_sensor"]
+    by_kind: dict[str, Counter] = {}
+    for e in cross:
+        kind = e["id"].split("__")[1].split("_", 3)[-1]
+        by_kind.setdefault(kind, Counter())[e.get("reason", e["status"])[:3]] += 1
+    n_rois = sum(result.counts["cross_sensor"].values())
+    # The good candidate is kept ROI by ROI; every ROI of the bad ones is rejected by QA, mostly by
+    # the check aimed at it (a featureless ROI can fail QA2 before its QA1 shows).
+    assert by_kind["good"] == {"kep": n_rois} and n_rois >= 30
+    for kind, check in (("qa1_fail", "qa1"), ("qa2_fail", "qa2")):
+        assert set(by_kind[kind]) <= {"qa1", "qa2"} and sum(by_kind[kind].values()) == n_rois
+        assert by_kind[kind][check] >= 0.9 * n_rois
+    synthetic = [e for e in entries if e["stage"] == "synthetic"]
+    assert Counter(e["status"] for e in synthetic)["kept"] == 24
+    grid = sum(len(list(_grid(p, TILE))) for p in sorted(NAIP_DIR.glob("*.tif"))[:N_NAIP])
+    assert len({e["id"] for e in synthetic}) == len(synthetic) == grid  # every tile of the world grid
+    for entry in entries:
+        if entry["status"] == "kept":
+            assert entry["split"] in SPLIT_NAMES and entry["roi_id"].startswith("EPSG:26914_E")
+        elif entry["status"] == "rejected":
+            assert entry["reason"]
+        else:
+            assert entry["stage"] == "sources" and entry["status"] == "ok"
+
+
+def test_load_dataset_every_config_split_and_streaming(built) -> None:
+    out = built["out"]
+    expected = pair_features((4, TILE, TILE), (4, TILE // 4, TILE // 4))
+    split_of: dict[str, str] = {}
+    for config in ("cross_sensor", "synthetic"):
+        loaded = datasets.load_dataset(str(out), config)
+        assert set(loaded) == set(SPLIT_NAMES)
+        for split, dataset in loaded.items():
+            assert dataset.features == expected
+            assert len(dataset) == built["result"].counts[config][split]
+            arrays = dataset.with_format("numpy", columns=["hr", "lr"], dtype=np.uint16)[:]
+            assert arrays["hr"].dtype == np.uint16 and arrays["hr"].shape == (len(dataset), 4, TILE, TILE)
+            assert arrays["lr"].shape == (len(dataset), 4, TILE // 4, TILE // 4)
+            for roi in dataset["roi_id"]:
+                assert split_of.setdefault(roi, split) == split, f"{roi} in {split} and {split_of[roi]}"
+            sources = set(dataset["source"])
+            assert sources == ({"simulated"} if config == "cross_sensor" else {"real"})
+            stream = datasets.load_dataset(str(out), config, split=split, streaming=True)
+            assert sum(1 for _ in stream) == len(dataset)
+        row = loaded["train"][0]
+        if config == "synthetic":
+            assert row["lr_date"] is None and row["degradation_model"].endswith("sen2naip-degradation")
+        else:
+            assert row["lr_date"] == row["hr_date"] and 0 <= row["qa1"] <= 1 and 0 <= row["qa2"] <= 2
+
+
+def test_rerun_changes_nothing(built, setup) -> None:
+    out = built["out"]
+    before = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in out.rglob("*") if p.is_file()}
+    messages: list[str] = []
+    result = build_dataset(built["config"], progress=False, echo=messages.append)
+    assert not result.changed and any(m.startswith("nothing to do") for m in messages)
+    # Without the "done" record the stages are replayed from checkpoints: same bytes, out untouched.
+    (built["config"].work_path / "done.json").unlink()
+    messages.clear()
+    result = build_dataset(built["config"], progress=False, echo=messages.append)
+    assert not result.changed and any("left untouched" in m for m in messages)
+    after = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in out.rglob("*") if p.is_file()}
+    assert after == before
+
+
+def _run_build(config: Path, env: dict, kill_at: str | None = None) -> subprocess.CompletedProcess:
+    env = dict(env)
+    if kill_at:
+        env[KILL_ENV] = kill_at
+    cmd = [sys.executable, "-m", "sen2naip_hub.cli", "build", "--config", str(config), "--no-progress"]
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT_S)
+
+
+def _subprocess_env(root: Path) -> dict:
+    env = {k: v for k, v in os.environ.items() if k != KILL_ENV}
+    env |= {"HF_HUB_OFFLINE": "1", "HF_HOME": str(root / "hf_home_sub"), "OMP_NUM_THREADS": "2"}
+    return env
+
+
+def test_killed_anywhere_and_restarted_gives_the_same_bytes(built, setup, tmp_path) -> None:
+    out = tmp_path / "sen2naip"
+    config = _write_yaml(tmp_path / "kill.yaml", small_config(setup["naip"], setup["model"], out))
+    work = load_config(config).work_path
+    env = _subprocess_env(tmp_path)
+    # 1. killed from outside as soon as its first checkpoint exists
+    cmd = [sys.executable, "-m", "sen2naip_hub.cli", "build", "--config", str(config), "--no-progress"]
+    process = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + SUBPROCESS_TIMEOUT_S
+    while not (work / "sources.json").exists() and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not out.exists()
+    # 2. killed right after checkpoints in every stage, and between the renames of the final swap
+    for point in ("cross_sensor/pair-00001.npz", "synthetic/embed-00001.npz", "synthetic/degrade-00001.npz",
+                  "write/swapped"):  # fmt: skip
+        done = _run_build(config, env, kill_at=point)
+        assert done.returncode == -signal.SIGKILL, (point, done.stderr[-2000:])
+        assert not out.exists() or (out / MANIFEST_NAME).is_file()  # never half-written
+    finished = _run_build(config, env)
+    assert finished.returncode == 0, finished.stderr[-2000:]
+    assert "left untouched" in finished.stdout  # the swap had completed before the last kill
+    assert digests(out) == built["digests"]
+    # 3. a tampered dataset is rebuilt; killed between "old moved away" and "new moved in", the next
+    #    start puts the old one back, then replaces it: the result is again the reference.
+    (out / "README.md").write_text("tampered")
+    killed = _run_build(config, env, kill_at="write/moved-old")
+    assert killed.returncode == -signal.SIGKILL and not out.exists()
+    finished = _run_build(config, env)
+    assert finished.returncode == 0, finished.stderr[-2000:]
+    assert digests(out) == built["digests"]
+    messages: list[str] = []
+    build_dataset(load_config(config), progress=False, echo=messages.append)
+    assert any(m.startswith("nothing to do") for m in messages)
+    assert not list(work.rglob("*.tmp"))
+
+
+def test_corrupt_truncated_wrong_band_and_undated_inputs_are_skipped(setup, tmp_path) -> None:
+    naip = _naip_folder(tmp_path)
+    real = sorted(NAIP_DIR.glob("*.tif"))[0]
+    content = real.read_bytes()
+    (naip / "m_trunc_20210101.tif").write_bytes(content[: len(content) // 3])
+    (naip / "m_garbage_20210102.tif").write_bytes(np.random.default_rng(0).bytes(4096))
+    three = naip / "m_threeband_20210103.tif"
+    with rasterio.open(real) as src, rasterio.open(three, "w", **(src.profile | {"count": 3})) as dst:
+        dst.write(src.read()[:3])
+    (naip / "no_date_here.tif").symlink_to(real)
+    out = tmp_path / "sen2naip"
+    config = small_config(naip, setup["model"], out)
+    config["cross_sensor"]["simulate"]["kinds"] = ["good"]
+    config["synthetic"] |= {"size": 8, "n_clusters": 2}
+    result = build_dataset(load_config(_write_yaml(tmp_path / "c.yaml", config)), progress=False, echo=print)
+    reasons = {e["id"]: e.get("reason", "") for e in manifest(out) if e["stage"] == "sources"}
+    assert reasons["m_trunc_20210101.tif"].startswith("unreadable:")
+    assert "corrupt or truncated" in reasons["m_trunc_20210101.tif"]
+    assert reasons["m_garbage_20210102.tif"].startswith("unreadable:")
+    assert (
+        reasons["m_threeband_20210103.tif"]
+        == f"invalid: {naip / 'm_threeband_20210103.tif'}: expected 4 bands (R, G, B, NIR), found 3"
+    )
+    assert (
+        reasons["no_date_here.tif"].startswith("invalid:")
+        and "no acquisition date" in reasons["no_date_here.tif"]
+    )
+    assert [r for name, r in reasons.items() if name.startswith("m_4709963")] == [""] * N_NAIP
+    assert sum(result.counts["synthetic"].values()) == 8 and result.counts["cross_sensor"]
+    synthetic_sources = {e["id"].rsplit("_r", 1)[0] for e in manifest(out) if e["stage"] == "synthetic"}
+    assert synthetic_sources == {p.stem for p in sorted(NAIP_DIR.glob("*.tif"))[:N_NAIP]}
+    assert not [p for p in tmp_path.rglob("*") if p.name.endswith(".tmp")]
+
+
+def test_out_folder_that_is_not_a_build_is_refused(setup, tmp_path) -> None:
+    out = tmp_path / "precious"
+    out.mkdir()
+    (out / "thesis.tex").write_text("do not delete")
+    config = load_config(_write_yaml(tmp_path / "c.yaml", small_config(setup["naip"], setup["model"], out)))
+    with pytest.raises(BuildError, match="not a dataset written by"):
+        build_dataset(config, progress=False)
+    assert (out / "thesis.tex").read_text() == "do not delete"
+
+
+def test_config_errors_name_the_key(tmp_path, monkeypatch) -> None:
+    base = {"sources": {"naip": {"folder": "x"}}}
+    with pytest.raises(ConfigError, match=r"'synthetic\.tile_sise'"):
+        load_config(_write_yaml(tmp_path / "a.yaml", base | {"synthetic": {"tile_sise": 4}}))
+    with pytest.raises(ConfigError, match=r"synthetic\.size must be a int, found 'many'"):
+        load_config(_write_yaml(tmp_path / "b.yaml", base | {"synthetic": {"size": "many"}}))
+    with pytest.raises(ConfigError, match="unknown config key 'nope'"):
+        load_config(_write_yaml(tmp_path / "c.yaml", base), {"nope": 1})
+    monkeypatch.setenv("SEN2NAIP_SAMPLE_DIR", "/data/sample")
+    demo = load_config(
+        REPO_ROOT / "dataset_builder" / "configs" / "demo.yaml", {"seed": 3, "out": "elsewhere"}
+    )
+    assert demo.seed == 3 and demo.out == "elsewhere" and demo.work_dir == "build_cache/sen2naip"
+    assert demo.cross_sensor.simulate is not None and demo.synthetic.clip_pretrained is None
+
+
+def _cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "sen2naip_hub.cli", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO_ROOT, timeout=120)
+
+
+def test_cli_errors_are_one_line(tmp_path) -> None:
+    missing = _cli("build", "--config", str(tmp_path / "missing.yaml"))
+    bad = _write_yaml(tmp_path / "bad.yaml", {"sources": {"naip": {"folder": "x"}}, "outt": "typo"})
+    unknown = _cli("build", "--config", str(bad))
+    env = os.environ | {"SEN2NAIP_SAMPLE_DIR": str(tmp_path / "no_sample"), "HF_HUB_OFFLINE": "1"}
+    no_sample = _cli(
+        "build", "--config", "dataset_builder/configs/demo.yaml", "--out", str(tmp_path / "o"), env=env
+    )
+    for done, needle in ((missing, "no such config file"), (unknown, "unknown config key 'outt'"),
+                         (no_sample, "no_sample/naip: no such folder")):  # fmt: skip
+        assert done.returncode == 1, done.stderr
+        lines = done.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0], done.stderr
+
+
+def test_push_dataset_command_uploads_with_a_mocked_hfapi(built, monkeypatch) -> None:
+    from sen2naip_hub.cli import main
+
+    api = mock.MagicMock(spec=huggingface_hub.HfApi)
+    api.upload_folder.return_value = mock.Mock(commit_url="https://hub/commit/1")
+    monkeypatch.setattr(huggingface_hub, "HfApi", lambda *a, **k: api)
+    code = main(["push-dataset", str(built["out"]), "--repo-id", "org/sen2naip", "--private"])
+    assert code == 0
+    api.create_repo.assert_called_once_with(
+        repo_id="org/sen2naip", repo_type="dataset", exist_ok=True, private=True
+    )
+    kwargs = api.upload_folder.call_args.kwargs
+    assert kwargs["folder_path"] == str(built["out"]) and kwargs["repo_type"] == "dataset"
+    assert "README.md" in kwargs["allow_patterns"] and "synthetic/*.parquet" in kwargs["allow_patterns"]
+    assert main(["push-dataset", str(built["out"]), "--repo-id", "no-slash"]) == 1
