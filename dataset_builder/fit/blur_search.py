@@ -86,7 +86,7 @@ SHIFT_LOWPASS_SIGMA: float = 0.1
 DEFAULT_MEMORY_BUDGET: int = 1 << 30
 
 
-class BlurSearchError(ValueError):
+class BlurSearchError(import_light("sen2naip_hub.errors").Sen2NaipError, ValueError):
     """Pairs of the wrong shape, an empty grid or a tile too small for the kernel."""
 
 

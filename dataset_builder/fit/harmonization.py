@@ -28,6 +28,7 @@ import torch
 
 from dataset_builder.fit._files import atomic_dir, atomic_file, write_json
 from dataset_builder.fit.pairs import Pairs
+from sen2naip_hub.errors import Sen2NaipError
 from sen2naip_hub.models.blur import BlurModel
 from sen2naip_hub.models.harmonization import HarmonizationModel
 
@@ -49,7 +50,7 @@ _SAM_EPS: float = 1e-6
 _LATEST = "LATEST"
 
 
-class TrainingError(ValueError):
+class TrainingError(Sen2NaipError, ValueError):
     """Empty splits, tiles the U-Net cannot take, or a checkpoint that does not match the run."""
 
 

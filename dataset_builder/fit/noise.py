@@ -84,7 +84,7 @@ BORDER_PX: int = 8
 MIN_BIN_COUNT: int = 200
 
 
-class NoiseFitError(ValueError):
+class NoiseFitError(import_light("sen2naip_hub.errors").Sen2NaipError, ValueError):
     """No Sentinel-2 scenes, scenes of the wrong shape, or a table that does not fit the axes."""
 
 

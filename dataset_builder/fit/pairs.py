@@ -25,6 +25,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from dataset_builder.fit._light import import_light
+
 __all__ = [
     "DEFAULT_VALIDATION_FRACTION",
     "PairSourceError",
@@ -44,7 +46,7 @@ DEFAULT_VALIDATION_FRACTION: float = 0.2
 SPLIT_SALT: str = "sen2naip-fit"
 
 
-class PairSourceError(ValueError):
+class PairSourceError(import_light("sen2naip_hub.errors").Sen2NaipError, ValueError):
     """A pair source that does not exist, is empty, or holds arrays of the wrong shape."""
 
 
@@ -200,7 +202,13 @@ def _read_split(source: str, config: str, split: str, limit: int | None) -> Pair
     from sen2naip_hub.data import load_pairs as load_split
     from sen2naip_hub.data import to_torch_batches
 
-    dataset = load_split(source, config, split)
+    try:
+        dataset = load_split(source, config, split)
+    except (FileNotFoundError, ValueError, ConnectionError) as err:
+        raise PairSourceError(
+            f"{source}: not a folder of ROI folders (ROI_*/hr.tif), an .npz, nor a loadable dataset "
+            f"[{config}/{split}] ({str(err).splitlines()[0] if str(err) else type(err).__name__})"
+        ) from err
     if limit is not None:
         dataset = dataset.select(range(min(limit, len(dataset))))
     hrs, lrs = [], []
