@@ -59,12 +59,16 @@ def degrade(
     device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
     hr_out: Annotated[Path | None, typer.Option(help="Also write the harmonized HR here.")] = None,
     batch_size: Annotated[int, typer.Option(min=1)] = 8,
+    precision: Annotated[
+        str, typer.Option(help="U-Net precision: fp32 (as published) or bf16 (faster).")
+    ] = "fp32",
+    compile: Annotated[bool, typer.Option("--compile/--no-compile", help="torch.compile the U-Net.")] = False,
     tile: Annotated[int, typer.Option(min=16, help="Tile size in HR pixels.")] = 512,
 ) -> None:
     """Degrade a NAIP GeoTIFF of any size into a Sentinel-2-like COG."""
     from sen2naip_hub.io import read_raster, write_raster
     from sen2naip_hub.models import Degradation
-    from sen2naip_hub.models.harmonization import HARMONIZATION_MODES
+    from sen2naip_hub.models.harmonization import HARMONIZATION_MODES, PRECISIONS
     from sen2naip_hub.pipeline import degrade_raster
     from sen2naip_hub.sensors import NAIP, SENTINEL2
 
@@ -73,7 +77,12 @@ def degrade(
             f"--harmonization must be one of {', '.join(HARMONIZATION_MODES)}, got {harmonization!r}"
         )
     raster = read_raster(input, NAIP)
+    if precision not in PRECISIONS:
+        raise InvalidImageError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     deg = Degradation.from_pretrained(model or default_model())
+    deg.harmonization.precision = precision
+    if compile:
+        deg.harmonization.unet.compile()
     lr, hr = degrade_raster(
         deg,
         raster,

@@ -55,45 +55,79 @@ def _reference_values(ref_sorted: torch.Tensor, n_ref: torch.Tensor, quantile: t
     return y_lo + weight.clamp(0, 1).to(y_lo.dtype) * (y_hi - y_lo)
 
 
-def _source_levels(src: torch.Tensor, valid: torch.Tensor) -> torch.Tensor | None:
+def _source_levels(src: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor | None:
     """The 8-bit level of every valid pixel (0 elsewhere) if all valid pixels lie on the 1/255 grid,
     else None. One pass and one host sync."""
     levels = torch.round(src * QUANTIZED_LEVELS)
     off_grid = (levels / QUANTIZED_LEVELS != src) | (levels < 0) | (levels > QUANTIZED_LEVELS)
-    if bool((off_grid & valid).any()):
+    if bool((off_grid if valid is None else off_grid & valid).any()):
         return None
-    return torch.where(valid, levels, 0).to(torch.int32)
+    return (levels if valid is None else torch.where(valid, levels, 0)).to(torch.int32)
 
 
-def _match_rows(source: torch.Tensor, reference: torch.Tensor, src_valid, ref_valid) -> torch.Tensor:
-    """Match each row of ``source`` ``(R, N)`` to the same row of ``reference`` ``(R, M)``."""
-    rows = source.shape[0]
-    inf = torch.tensor(float("inf"), dtype=source.dtype, device=source.device)
-    # Quantiles in float64, as skimage computes them: float32 would cost ~2e-5 of accuracy.
-    n_src = src_valid.sum(dim=1, keepdim=True).clamp_min(1).to(torch.float64)
-    n_ref = ref_valid.sum(dim=1, keepdim=True).clamp_min(1).to(torch.float64)
-    ref_sorted = torch.sort(torch.where(ref_valid, reference, inf), dim=1).values
+#: Rows per ``bincount`` call: 16 rows × 256 levels fit a GPU block's shared memory, where counting
+#: is an order of magnitude faster than with global atomics.
+BINCOUNT_ROWS: int = 16
+
+
+def _level_counts(index: torch.Tensor, valid: torch.Tensor | None, rows: int, n_levels: int) -> torch.Tensor:
+    """``(rows, n_levels)`` counts of ``index`` (row · n_levels + level), leaving invalid pixels out."""
+    counts = []
+    for r0 in range(0, rows, BINCOUNT_ROWS):
+        r1 = min(r0 + BINCOUNT_ROWS, rows)
+        chunk = index[r0:r1] - r0 * n_levels
+        bins = (r1 - r0) * n_levels
+        if valid is not None:  # invalid pixels go to one extra bin past the end, dropped after counting
+            chunk = torch.where(valid[r0:r1], chunk, bins)
+        counts.append(torch.bincount(chunk.reshape(-1), minlength=bins + 1)[:bins])
+    return torch.cat(counts).reshape(rows, n_levels)
+
+
+def _match_rows(
+    source: torch.Tensor,
+    reference: torch.Tensor,
+    src_valid: torch.Tensor | None,
+    ref_valid: torch.Tensor | None,
+) -> torch.Tensor:
+    """Match each row of ``source`` ``(R, N)`` to the same row of ``reference`` ``(R, M)``; a mask of
+    None means every pixel is valid (and saves the masking passes)."""
+    rows, device = source.shape[0], source.device
+    inf = torch.tensor(float("inf"), dtype=source.dtype, device=device)
+
+    def count(valid: torch.Tensor | None, size: int) -> torch.Tensor:
+        # Quantiles in float64, as skimage computes them: float32 would cost ~2e-5 of accuracy.
+        if valid is None:
+            return torch.full((rows, 1), float(size), dtype=torch.float64, device=device)
+        return valid.sum(dim=1, keepdim=True).clamp_min(1).to(torch.float64)
+
+    n_src, n_ref = count(src_valid, source.shape[1]), count(ref_valid, reference.shape[1])
+    ref_sorted = torch.sort(
+        reference if ref_valid is None else torch.where(ref_valid, reference, inf), dim=1
+    ).values
 
     levels = _source_levels(source, src_valid)
     if levels is not None:  # fast path: a histogram of 256 levels per row
         n_levels = QUANTIZED_LEVELS + 1
-        offset = torch.arange(rows, device=source.device, dtype=torch.int32)[:, None] * n_levels
+        offset = torch.arange(rows, device=device, dtype=torch.int32)[:, None] * n_levels
         index = levels + offset  # int32: half the memory traffic of int64 indices
-        # invalid pixels go to one extra bin past the end, dropped after counting
-        counts = torch.bincount(
-            torch.where(src_valid, index, rows * n_levels).reshape(-1), minlength=rows * n_levels + 1
+        level_quantile = (
+            _level_counts(index, src_valid, rows, n_levels).cumsum(dim=1).to(torch.float64) / n_src
         )
-        level_quantile = counts[:-1].reshape(rows, n_levels).cumsum(dim=1).to(torch.float64) / n_src
         lookup = _reference_values(ref_sorted, n_ref, level_quantile)
         matched = F.embedding(index, lookup.reshape(-1, 1)).reshape(source.shape)  # a table lookup
     else:
-        src_sorted, order = torch.sort(torch.where(src_valid, source, inf), dim=1)
+        masked = source if src_valid is None else torch.where(src_valid, source, inf)
+        src_sorted, order = torch.sort(masked, dim=1)
         quantile = torch.empty_like(source, dtype=torch.float64).scatter_(
             1, order, _quantile_of_sorted(src_sorted, n_src)
         )
         matched = _reference_values(ref_sorted, n_ref, quantile)
-    has_ref = ref_valid.any(dim=1, keepdim=True)
-    return torch.where(src_valid & has_ref, matched, source)
+    if src_valid is None and ref_valid is None:
+        return matched
+    keep = torch.ones_like(source, dtype=torch.bool) if src_valid is None else src_valid
+    if ref_valid is not None:
+        keep = keep & ref_valid.any(dim=1, keepdim=True)
+    return torch.where(keep, matched, source)
 
 
 def match_histograms(
@@ -108,9 +142,9 @@ def match_histograms(
     histograms; invalid source pixels are returned unchanged.
 
     >>> src, ref = torch.rand(2, 4, 8, 8), torch.rand(2, 4, 8, 8) * 0.5
-    >>> out = match_histograms(src, ref)
-    >>> torch.allclose(out.sort(-1).values, out.sort(-1).values), float(out.max()) <= 0.5
-    (True, True)
+    >>> out = match_histograms(src, ref)  # same size, no ties: out takes exactly ref's values
+    >>> torch.equal(out.flatten(2).sort(-1).values, ref.flatten(2).sort(-1).values)
+    True
     """
     if source.ndim != 4 or reference.ndim != 4 or source.shape[:2] != reference.shape[:2]:
         raise ValueError(
@@ -120,16 +154,20 @@ def match_histograms(
     b, c = source.shape[:2]
     src_valid = _band_mask(source, source_valid)
     ref_valid = _band_mask(reference, reference_valid)
+
+    def rows(mask: torch.Tensor | None) -> torch.Tensor | None:
+        return None if mask is None else mask.reshape(b * c, -1)
+
     out = _match_rows(
-        source.reshape(b * c, -1),
-        reference.reshape(b * c, -1),
-        src_valid.reshape(b * c, -1),
-        ref_valid.reshape(b * c, -1),
+        source.reshape(b * c, -1), reference.reshape(b * c, -1), rows(src_valid), rows(ref_valid)
     )
     return out.reshape(source.shape)
 
 
-def _band_mask(x: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
+def _band_mask(x: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor | None:
+    """Per-band validity ``(B, C, H, W)`` (finite and in ``valid``), or None when all is valid."""
+    if valid is None and bool(torch.isfinite(x).all()):
+        return None
     finite = torch.isfinite(x)
     return finite if valid is None else finite & valid[:, None].to(torch.bool)
 
