@@ -104,3 +104,11 @@ def test_all_nodata_and_out_of_range_float(tmp_path):
     bright = _write(tmp_path / "float.tif", np.full((4, 8, 8), 1.7, dtype=np.float32))
     with pytest.raises(InvalidImageError, match=r"\[0, 1\].*1\.7"):
         read_raster(bright)
+
+
+def test_integer_dtype_must_fit_the_sensor(tmp_path):
+    """A uint16 (×10000) file read as NAIP (uint8, ×255) would be mis-scaled: refuse it."""
+    path = _write(tmp_path / "hr16.tif", np.full((4, 8, 8), 1200, dtype=np.uint16))
+    with pytest.raises(InvalidImageError, match=r"NAIP digital numbers are uint8.*found uint16"):
+        read_raster(path, NAIP)
+    assert np.allclose(read_raster(path, SENTINEL2).data, 0.12)

@@ -46,11 +46,11 @@ import torch
 import torch.nn.functional as F
 
 from dataset_builder.fit._files import atomic_dir, atomic_file, write_json
-from dataset_builder.fit._light import import_light
+from sen2naip_hub import constants as _constants
+from sen2naip_hub import sensors as _sensors
+from sen2naip_hub.errors import Sen2NaipError
+from sen2naip_hub.models import blur as _blur
 
-_blur = import_light("sen2naip_hub.models.blur")
-_constants = import_light("sen2naip_hub.constants")
-_sensors = import_light("sen2naip_hub.sensors")
 BlurModel = _blur.BlurModel
 KERNEL_FAMILIES: tuple[str, ...] = _blur.KERNEL_FAMILIES
 DOWNSAMPLE_MODES: tuple[str, ...] = _blur.DOWNSAMPLE_MODES
@@ -86,7 +86,7 @@ SHIFT_LOWPASS_SIGMA: float = 0.1
 DEFAULT_MEMORY_BUDGET: int = 1 << 30
 
 
-class BlurSearchError(import_light("sen2naip_hub.errors").Sen2NaipError, ValueError):
+class BlurSearchError(Sen2NaipError, ValueError):
     """Pairs of the wrong shape, an empty grid or a tile too small for the kernel."""
 
 

@@ -36,9 +36,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from dataset_builder.fit._files import atomic_dir, atomic_file, write_json
-from dataset_builder.fit._light import import_light
+from sen2naip_hub.errors import Sen2NaipError
+from sen2naip_hub.models import noise as _noise
 
-_noise = import_light("sen2naip_hub.models.noise")
 NoiseModel = _noise.NoiseModel
 published_noise_axes = _noise.published_noise_axes
 
@@ -84,7 +84,7 @@ BORDER_PX: int = 8
 MIN_BIN_COUNT: int = 200
 
 
-class NoiseFitError(import_light("sen2naip_hub.errors").Sen2NaipError, ValueError):
+class NoiseFitError(Sen2NaipError, ValueError):
     """No Sentinel-2 scenes, scenes of the wrong shape, or a table that does not fit the axes."""
 
 

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dataset_builder.fit._light import import_light
+from sen2naip_hub.errors import Sen2NaipError
 
 __all__ = [
     "DEFAULT_VALIDATION_FRACTION",
@@ -46,7 +46,7 @@ DEFAULT_VALIDATION_FRACTION: float = 0.2
 SPLIT_SALT: str = "sen2naip-fit"
 
 
-class PairSourceError(import_light("sen2naip_hub.errors").Sen2NaipError, ValueError):
+class PairSourceError(Sen2NaipError, ValueError):
     """A pair source that does not exist, is empty, or holds arrays of the wrong shape."""
 
 
