@@ -169,7 +169,8 @@ def _to_reflectance(counts: np.ndarray, sensor: Sensor, path: str) -> np.ndarray
         if counts.dtype.itemsize > np.dtype(sensor.dtype).itemsize:
             raise InvalidImageError(
                 f"{path}: {sensor.name} digital numbers are {sensor.dtype} "
-                f"(reflectance × {sensor.dn_scale:g}), found {counts.dtype}; pass the sensor that wrote this file"
+                f"(reflectance × {sensor.dn_scale:g}), found {counts.dtype}; "
+                "pass the sensor that wrote this file"
             )
         return counts.astype(np.float32) / np.float32(sensor.dn_scale)
     raise InvalidImageError(f"{path}: expected integer or float pixels, found dtype {counts.dtype}")
