@@ -81,7 +81,15 @@ from sen2naip_hub.errors import InvalidImageError, Sen2NaipError, UnreadableFile
 from sen2naip_hub.io import lr_transform, read_info, read_raster
 from sen2naip_hub.sensors import N_BANDS, NAIP, SENTINEL2, Sensor, reflectance_to_s2
 
-__all__ = ["MANIFEST_NAME", "BuildError", "BuildResult", "build_dataset", "resolve_device", "tile_seed"]
+__all__ = [
+    "BACKENDS",
+    "MANIFEST_NAME",
+    "BuildError",
+    "BuildResult",
+    "build_dataset",
+    "resolve_device",
+    "tile_seed",
+]
 
 Echo = Callable[[str], None]
 
@@ -89,6 +97,8 @@ Echo = Callable[[str], None]
 MANIFEST_NAME: str = "manifest.jsonl"
 #: Rows read at once when checking that an input file decodes completely.
 CHECK_STRIP_ROWS: int = 1024
+#: Where the synthetic stage runs: this process, or a Ray cluster (:mod:`dataset_builder.ray_backend`).
+BACKENDS: tuple[str, ...] = ("local", "ray")
 #: Bits of a tile's noise seed (torch generators take 64-bit seeds; 63 keeps it a positive int64).
 SEED_BITS: int = 63
 #: Harmonization inside the cross-sensor ``degrade`` (see :meth:`_Models.degrade_noiseless`).
@@ -661,14 +671,31 @@ def _result(out: Path, changed: bool) -> BuildResult:
 
 
 # ---------------------------------------------------------------------------- the build
-def build_dataset(config: BuildConfig, *, progress: bool = True, echo: Echo = print) -> BuildResult:
+def build_dataset(
+    config: BuildConfig,
+    *,
+    progress: bool = True,
+    echo: Echo = print,
+    backend: str = "local",
+    address: str | None = None,
+) -> BuildResult:
     """Run (or resume, or confirm) the build described by ``config``; see the module docstring.
+
+    ``backend="ray"`` runs the synthetic stage on Ray Data (:mod:`dataset_builder.ray_backend`, the
+    optional ``ray`` extra) on the cluster at ``address`` (None: the one already initialised, else a
+    new local one); everything else, and the result, is the local backend's.
 
     Raises:
         BuildError: no usable NAIP input, ``out`` is a folder this build did not write, no row kept,
-            CUDA asked for but missing.
+            CUDA asked for but missing, an unknown ``backend``, Ray asked for but not installed.
         ConfigError: an invalid setting found late (e.g. a path variable not set).
     """
+    if backend not in BACKENDS:
+        raise BuildError(f"unknown backend {backend!r}; expected one of {', '.join(BACKENDS)}")
+    if backend == "ray":
+        from dataset_builder.ray_backend import require_ray
+
+        require_ray()
     out, work = config.out_dir, config.work_path
     _check_out(out)
     _recover(out, work)
@@ -679,7 +706,13 @@ def build_dataset(config: BuildConfig, *, progress: bool = True, echo: Echo = pr
     models = _Models(config, echo)
     sources = stage_sources(config, store, progress)
     cross = stage_cross_sensor(config, sources, store, models, progress)
-    embed, degrade = stage_synthetic(config, sources, store, models, progress, echo)
+    if backend == "ray":
+        from dataset_builder.ray_backend import RayOptions, stage_synthetic_ray
+
+        options = RayOptions(address=address)
+        embed, degrade = stage_synthetic_ray(config, sources, store, models, progress, echo, options)
+    else:
+        embed, degrade = stage_synthetic(config, sources, store, models, progress, echo)
     splitter = RoiSplitter(config.splits.fractions, salt=config.splits.salt)
     manifest = _manifest(store, sources, cross, embed, degrade, splitter)
     staging = work / "staging"

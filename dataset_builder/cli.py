@@ -59,6 +59,12 @@ def build(
     ] = None,
     batch_size: Annotated[int | None, typer.Option(help="Tiles per degradation batch.")] = None,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars.")] = True,
+    backend: Annotated[
+        str, typer.Option(help="Where the synthetic stage runs: local, or ray (the optional ray extra).")
+    ] = "local",
+    address: Annotated[
+        str | None, typer.Option(help="Ray cluster address for --backend ray (default: a local cluster).")
+    ] = None,
 ) -> None:
     """Build (or resume) the SEN2NAIP dataset: cross_sensor and synthetic configs, parquet + card."""
     from dataset_builder.build import build_dataset
@@ -77,7 +83,7 @@ def build(
         "batch_size": batch_size,
     }
     settings = load_config(config, overrides)
-    result = build_dataset(settings, progress=progress, echo=typer.echo)
+    result = build_dataset(settings, progress=progress, echo=typer.echo, backend=backend, address=address)
     typer.echo(format_counts(result.counts))
     typer.echo(
         f"{result.kept} kept, {result.rejected} rejected (reasons in {result.manifest}); "

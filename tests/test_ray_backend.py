@@ -1,0 +1,96 @@
+"""The Ray backend (``sen2naip build --backend ray``) builds the same dataset as the local backend.
+
+One local build and one Ray build (a local 2-CPU Ray cluster) of the small config of
+``tests/test_build.py`` over the real sample, synthetic config only: ``cross_sensor`` runs the same
+local code on the driver for both backends, so it would add time and prove nothing here.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from unittest import mock
+
+import pytest
+from test_build import NAIP_DIR, _naip_folder, _offline, _write_yaml, digests, small_config
+
+from dataset_builder.build import MANIFEST_NAME, BuildError, build_dataset
+from dataset_builder.config import load_config
+
+ray = pytest.importorskip("ray", reason="the optional ray extra is not installed")
+
+pytestmark = pytest.mark.skipif(not NAIP_DIR.is_dir(), reason=f"sample NAIP not found at {NAIP_DIR}")
+
+
+def _selected(work: Path) -> list[str]:
+    selection = json.loads((work / "synthetic" / "selection.json").read_text())
+    return [s["tile_id"] for s in selection["selected"]]
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def both(tmp_path_factory, reference_dir, ray_cluster) -> dict:
+    root = tmp_path_factory.mktemp("ray_backend")
+    naip = _naip_folder(root)
+    builds = {}
+    for backend in ("local", "ray"):
+        out = root / backend / "sen2naip"
+        settings = small_config(
+            naip, reference_dir / "sen2naip-degradation", out, cross_sensor={"enabled": False}
+        )
+        config = load_config(_write_yaml(root / f"{backend}.yaml", settings))
+        with pytest.MonkeyPatch.context() as patch:
+            _offline(patch, root / "hf_home")
+            result = build_dataset(config, progress=False, echo=lambda _: None, backend=backend)
+        builds[backend] = {"out": out, "work": config.work_path, "result": result}
+    return builds
+
+
+def test_ray_selects_the_same_tiles(both) -> None:
+    local, remote = _selected(both["local"]["work"]), _selected(both["ray"]["work"])
+    assert len(local) == 24
+    assert remote == local
+
+
+def test_ray_writes_byte_identical_shards_card_and_manifest(both) -> None:
+    local, remote = digests(both["local"]["out"]), digests(both["ray"]["out"])
+    shards = [name for name in local if name.endswith(".parquet")]
+    assert len(shards) >= 3 and MANIFEST_NAME in local and "README.md" in local
+    assert remote == local
+    assert both["ray"]["result"].counts == both["local"]["result"].counts
+
+
+def test_ray_rerun_changes_nothing(both) -> None:
+    """A finished Ray build is confirmed from its checkpoints, as a local one is."""
+    out = both["ray"]["out"]
+    before = digests(out)
+    config = load_config(Path(out).parents[1] / "ray.yaml")
+    messages: list[str] = []
+    result = build_dataset(config, progress=False, echo=messages.append, backend="ray")
+    assert not result.changed and digests(out) == before
+    assert any("nothing to do" in m for m in messages)
+
+
+def test_missing_ray_is_one_line_with_the_install_hint(tmp_path) -> None:
+    config = load_config(_write_yaml(tmp_path / "c.yaml", small_config(NAIP_DIR, tmp_path, tmp_path / "out")))
+    hint = r"pip install 'sen2naip-hub\[ray\]'"
+    with (
+        mock.patch.dict(sys.modules, {"ray": None, "ray.data": None}),
+        pytest.raises(BuildError, match=hint) as caught,
+    ):
+        build_dataset(config, progress=False, echo=lambda _: None, backend="ray")
+    assert "\n" not in str(caught.value)
+    assert not (tmp_path / "out").exists()
+
+
+def test_unknown_backend_is_refused(tmp_path) -> None:
+    config = load_config(_write_yaml(tmp_path / "c.yaml", small_config(NAIP_DIR, tmp_path, tmp_path / "out")))
+    with pytest.raises(BuildError, match="unknown backend 'dask'"):
+        build_dataset(config, progress=False, echo=lambda _: None, backend="dask")
