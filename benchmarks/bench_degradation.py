@@ -78,6 +78,18 @@ def row(name: str, tiles: int, seconds: float, baseline: float | None = None) ->
 
 
 # ---------------------------------------------------------------------------------------------- CPU
+def interleaved(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
+    """Median seconds of each function, timed in turns (A, B, C, A, B, C, ...) so that a load change
+    on a shared machine hits every contender alike."""
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
 def bench_cpu(args, tiles_u8: np.ndarray, model: Degradation) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -85,51 +97,70 @@ def bench_cpu(args, tiles_u8: np.ndarray, model: Degradation) -> None:
         from opensr_degradation.naipd.main import naip_unet_model
         from opensr_degradation.naipd.noise import noise as reference_noise
 
-    device = torch.device("cpu")
     tiles = torch.from_numpy(tiles_u8).float() / 255
     n = len(tiles)
     params = {"reflectance_method": ["unet_histogram_matching"], "noise_method": "real_noise"}
     published = pipe("naip_d", add_noise=True, params=params)
     preloaded = pipe("naip_d", add_noise=True, params={**params, "unet_reflectance_model": naip_unet_model()})
 
-    def run_reference(p) -> None:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            for tile in tiles:
-                p.forward(tile)
+    def reference(p) -> Callable[[], None]:
+        def run() -> None:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                for tile in tiles:
+                    p.forward(tile)
 
-    lines = [f"CPU, {torch.get_num_threads()} threads, {n} real NAIP tiles of {TILE}x{TILE}"]
-    t_pub = timed(lambda: run_reference(published), device, args.repeats, warmup=0)
-    base = n / t_pub
-    lines.append(row("published pipeline (U-Net reloaded per call, as shipped)", n, t_pub))
-    t_pre = timed(lambda: run_reference(preloaded), device, args.repeats, warmup=0)
-    lines.append(row("published pipeline, U-Net preloaded", n, t_pre, base))
-    base_pre = n / t_pre
+        return run
+
+    def ours(bs: int, precision: str) -> Callable[[], None]:
+        def run() -> None:
+            model.harmonization.precision = precision
+            gen = torch.Generator().manual_seed(0)
+            with torch.inference_mode():
+                for i in range(0, n, bs):
+                    model(tiles[i : i + bs], generator=gen)
+
+        return run
+
+    contenders = {
+        "published pipeline (U-Net reloaded per call, as shipped)": reference(published),
+        "published pipeline, U-Net preloaded": reference(preloaded),
+    }
     for precision in args.precisions:
-        model.harmonization.precision = precision
         for bs in args.batch_sizes:
-
-            def ours(bs=bs) -> None:
-                gen = torch.Generator().manual_seed(0)
-                with torch.inference_mode():
-                    for i in range(0, n, bs):
-                        model(tiles[i : i + bs], generator=gen)
-
-            t = timed(ours, device, args.repeats)
-            lines.append(row(f"sen2naip-hub Degradation, batch {bs}, {precision}", n, t, base))
-            lines.append(f"{'':<58} {'':>10}          {(n / t) / base_pre:8.1f}x vs preloaded")
+            contenders[f"sen2naip-hub Degradation, batch {bs}, {precision}"] = ours(bs, precision)
+    ours(args.batch_sizes[0], args.precisions[0])()  # warm-up
+    t = interleaved(contenders, args.repeats)
     model.harmonization.precision = "fp32"
+    names = list(contenders)
+    base, base_pre = n / t[names[0]], n / t[names[1]]
+    lines = [f"CPU, {torch.get_num_threads()} threads, {n} real NAIP tiles of {TILE}x{TILE}, timed in turns"]
+    lines.append(row(names[0], n, t[names[0]]))
+    for name in names[1:]:
+        lines.append(row(name, n, t[name], base) + f" {(n / t[name]) / base_pre:6.1f}x vs preloaded")
 
     with torch.inference_mode():
         lr = model(tiles, noise=False).lr
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        t_ref_noise = timed(
-            lambda: [reference_noise(x, {"noise_method": "real_noise"}) for x in lr], device, 1, 0
+
+    def reference_noise_all() -> None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            for x in lr:
+                reference_noise(x, {"noise_method": "real_noise"})
+
+    noise_t = interleaved(
+        {
+            "published": reference_noise_all,
+            "ours": lambda: model.noise.sample(lr, torch.Generator().manual_seed(0)),
+        },
+        args.repeats,
+    )
+    lines.append(row("noise alone: published (np.vectorize per pixel)", n, noise_t["published"]))
+    lines.append(
+        row(
+            "noise alone: sen2naip-hub (one inverse-CDF lookup)", n, noise_t["ours"], n / noise_t["published"]
         )
-    t_noise = timed(lambda: model.noise.sample(lr, torch.Generator().manual_seed(0)), device, args.repeats)
-    lines.append(row("noise alone: published (np.vectorize per pixel)", n, t_ref_noise))
-    lines.append(row("noise alone: sen2naip-hub (one inverse-CDF lookup)", n, t_noise, n / t_ref_noise))
+    )
     print("\n".join(lines))
 
 

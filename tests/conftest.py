@@ -16,11 +16,25 @@ NAIP_FILES = sorted((SAMPLE_DIR / "naip").glob("*.tif"))
 TILE = 484  # SEN2NAIP's HR ROI size in pixels
 
 
-@pytest.fixture(autouse=True)
-def offline_hub(tmp_path_factory, monkeypatch):
-    """No test touches the network or the user's Hub cache."""
+def offline_hf(monkeypatch: pytest.MonkeyPatch, home: Path) -> None:
+    """HF_HUB_OFFLINE and a temporary HF_HOME, in the environment and in the live values that
+    ``huggingface_hub`` and ``datasets`` read once, at import."""
+    import datasets
+    import huggingface_hub
+
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_HOME", str(tmp_path_factory.mktemp("hf_home")))
+    monkeypatch.setenv("HF_HOME", str(home))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HOME", str(home))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(home / "hub"))
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", home / "datasets")
+
+
+@pytest.fixture(autouse=True)
+def offline_hub(tmp_path, monkeypatch):
+    """No test touches the network or the user's Hub cache."""
+    offline_hf(monkeypatch, tmp_path / "hf_home")
     monkeypatch.setenv("GRADIO_ANALYTICS_ENABLED", "False")
 
 

@@ -15,8 +15,6 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
-import datasets
-import huggingface_hub
 import numpy as np
 import pytest
 from conftest import NAIP_FILES, REPO_ROOT
@@ -42,17 +40,6 @@ def load_app() -> ModuleType:
     sys.modules[spec.name] = module
     spec.loader.exec_module(module)
     return module
-
-
-def offline_hf(monkeypatch: pytest.MonkeyPatch, home: Path) -> None:
-    """HF_HUB_OFFLINE and a temporary HF_HOME, in the environment and in the libraries' live values."""
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_HOME", str(home))
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HOME", str(home))
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(home / "hub"))
-    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
-    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", home / "datasets")
 
 
 def _block_mean(data: np.ndarray) -> np.ndarray:

@@ -25,6 +25,7 @@ import numpy as np
 import pytest
 import rasterio
 import yaml
+from conftest import offline_hf
 
 from dataset_builder.build import MANIFEST_NAME, BuildError, _grid, build_dataset
 from dataset_builder.checkpoints import KILL_ENV
@@ -40,21 +41,6 @@ ROI = 128
 SUBPROCESS_TIMEOUT_S = 300
 
 pytestmark = pytest.mark.skipif(not NAIP_DIR.is_dir(), reason=f"sample NAIP not found at {NAIP_DIR}")
-
-
-def _offline(monkeypatch: pytest.MonkeyPatch, home: Path) -> None:
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_HOME", str(home))
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HOME", str(home))
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(home / "hub"))
-    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
-    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", home / "datasets")
-
-
-@pytest.fixture(autouse=True)
-def _offline_hf(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    _offline(monkeypatch, tmp_path / "hf_home")
 
 
 def _naip_folder(root: Path) -> Path:
@@ -126,7 +112,7 @@ def built(setup) -> dict:
         _write_yaml(setup["root"] / "ref.yaml", small_config(setup["naip"], setup["model"], out))
     )
     with pytest.MonkeyPatch.context() as patch:
-        _offline(patch, setup["root"] / "hf_home")
+        offline_hf(patch, setup["root"] / "hf_home")
         result = build_dataset(config, progress=False, echo=lambda _: None)
     return {"out": out, "result": result, "config": config, "digests": digests(out)}
 

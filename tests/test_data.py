@@ -8,8 +8,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import datasets
-import huggingface_hub
 import numpy as np
 import pytest
 import torch
@@ -33,18 +31,6 @@ NAIP_DIR = REPO_ROOT.parent / "shared" / "sample" / "naip"
 TILE = 64
 #: Every ROI in train, so the expected row order is simply the records' order.
 ALL_TRAIN = RoiSplitter((1.0, 0.0, 0.0))
-
-
-@pytest.fixture(autouse=True)
-def _offline_hf(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    home = tmp_path / "hf_home"
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_HOME", str(home))
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HOME", str(home))
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(home / "hub"))
-    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
-    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", home / "datasets")
 
 
 def _records(n_images: int = 2) -> list[PairRecord]:

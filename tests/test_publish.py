@@ -17,8 +17,9 @@ import huggingface_hub
 import pytest
 import typer
 import yaml
+from conftest import offline_hf
 from huggingface_hub.utils import filter_repo_objects
-from space_helpers import SPACE_DIR, make_dataset, offline_hf
+from space_helpers import SPACE_DIR, make_dataset
 from typer.testing import CliRunner
 
 from dataset_builder.publish import (

@@ -13,7 +13,8 @@ from pathlib import Path
 from unittest import mock
 
 import pytest
-from test_build import NAIP_DIR, _naip_folder, _offline, _write_yaml, digests, small_config
+from conftest import offline_hf
+from test_build import NAIP_DIR, _naip_folder, _write_yaml, digests, small_config
 
 from dataset_builder.build import MANIFEST_NAME, BuildError, build_dataset
 from dataset_builder.config import load_config
@@ -47,7 +48,7 @@ def both(tmp_path_factory, reference_dir, ray_cluster) -> dict:
         )
         config = load_config(_write_yaml(root / f"{backend}.yaml", settings))
         with pytest.MonkeyPatch.context() as patch:
-            _offline(patch, root / "hf_home")
+            offline_hf(patch, root / "hf_home")
             result = build_dataset(config, progress=False, echo=lambda _: None, backend=backend)
         builds[backend] = {"out": out, "work": config.work_path, "result": result}
     return builds

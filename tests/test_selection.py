@@ -32,12 +32,6 @@ N_CLUSTERS = 8
 SELECTION_SIZE = 40
 
 
-@pytest.fixture(autouse=True)
-def _offline_hf(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
-
-
 @pytest.fixture(scope="module")
 def naip_paths() -> list[Path]:
     paths = sorted(NAIP_DIR.glob("*.tif"))

@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 import rasterio
 from affine import Affine
-from conftest import NAIP_FILES
+from conftest import NAIP_FILES, offline_hf
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image
 from rasterio.windows import Window
-from space_helpers import ROI_SIZE, load_app, make_dataset, offline_hf
+from space_helpers import ROI_SIZE, load_app, make_dataset
 
 from sen2naip_hub import Degradation
 from sen2naip_hub.io import lr_transform

@@ -11,7 +11,8 @@ from __future__ import annotations
 import shutil
 
 import pytest
-from space_helpers import SPACE_DIR, load_app, make_dataset, offline_hf
+from conftest import offline_hf
+from space_helpers import SPACE_DIR, load_app, make_dataset
 
 from sen2naip_hub import Degradation
 

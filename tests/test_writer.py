@@ -45,19 +45,6 @@ N_IMAGES = 3  # 3 dates of one place → every ROI has 3 acquisitions
 SMALL_SHARDS = ShardLimits(max_rows=60)
 
 
-@pytest.fixture(autouse=True)
-def _offline_hf(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    home = tmp_path / "hf_home"
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_HOME", str(home))
-    # Both libraries read these at import time; patch the live values too.
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HOME", str(home))
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(home / "hub"))
-    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
-    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", home / "datasets")
-
-
 def _block_mean(data: np.ndarray) -> np.ndarray:
     c, h, w = data.shape
     return data.reshape(c, h // SCALE_FACTOR, SCALE_FACTOR, w // SCALE_FACTOR, SCALE_FACTOR).mean(axis=(2, 4))

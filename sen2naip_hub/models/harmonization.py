@@ -24,6 +24,10 @@ HARMONIZATION_MODES: tuple[str, ...] = get_args(HarmonizationMode)
 #: Precision of the U-Net alone (histogram matching, blur and noise always run in float32).
 #: bf16 is ~5-7x faster on CPUs with AVX512-BF16/AMX and on GPUs; it moves the histogram *target*.
 PRECISIONS: dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16}
+#: Images per U-Net call on the CPU. A 512×512 image's feature maps already exceed the caches; a
+#: larger batch only makes each convolution slower (measured on 2 cores: 0.15 s/image at batch 1,
+#: 0.28 s/image at batch 8, fp32). GPUs take the whole batch at once.
+CPU_UNET_CHUNK: int = 1
 
 __all__ = ["HARMONIZATION_MODES", "HarmonizationModel", "pad_to_multiple"]
 
@@ -73,8 +77,10 @@ class HarmonizationModel(
         """The U-Net's S2-like reflectance for ``(B, 4, H, W)`` (the histogram target), same shape."""
         h, w = x.shape[-2:]
         dtype = PRECISIONS[self.precision]
+        padded = pad_to_multiple(x).contiguous(memory_format=torch.channels_last)
+        chunks = padded.split(CPU_UNET_CHUNK) if x.device.type == "cpu" else (padded,)
         with torch.autocast(x.device.type, dtype=dtype, enabled=dtype != torch.float32):
-            out = self.unet(pad_to_multiple(x).contiguous(memory_format=torch.channels_last))
+            out = torch.cat([self.unet(chunk) for chunk in chunks])
         return out[..., :h, :w].float().contiguous()
 
     def forward(
