@@ -32,6 +32,8 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from _timing import interleaved  # noqa: E402
+
 from sen2naip_hub import Degradation  # noqa: E402
 from sen2naip_hub.convert import convert_reference, reference_package_dir  # noqa: E402
 
@@ -78,18 +80,6 @@ def row(name: str, tiles: int, seconds: float, baseline: float | None = None) ->
 
 
 # ---------------------------------------------------------------------------------------------- CPU
-def interleaved(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
-    """Median seconds of each function, timed in turns (A, B, C, A, B, C, ...) so that a load change
-    on a shared machine hits every contender alike."""
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            start = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(t) for name, t in times.items()}
-
-
 def bench_cpu(args, tiles_u8: np.ndarray, model: Degradation) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -13,15 +13,13 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import statistics
 import sys
-import time
 import warnings
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
+from _timing import interleaved
 from rasterio.windows import Window
 
 from sen2naip_hub import Degradation
@@ -41,20 +39,6 @@ def load_app():
     sys.modules[spec.name] = module
     spec.loader.exec_module(module)
     return module
-
-
-def timed(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
-    """Median seconds of each function; they take turns in every repeat, so that a load change on a
-    shared machine hits all of them alike (the ratio is the number to trust)."""
-    for fn in fns.values():
-        fn()  # warm-up
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            start = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def make_roi(app, sample_dir: Path):
@@ -96,13 +80,14 @@ def main() -> None:
         with torch.inference_mode():
             pipe.forward(image)
 
-    med = timed(
+    med = interleaved(
         {
             "ours": lambda: run(app.SOURCE_ROI, roi.label, None, "global", True, 0),
             "model": lambda: app.degrade_input(model, hr, "global", True, 0),
             "ref": reference,
         },
         args.repeats,
+        warmup=True,
     )
     print(f"CPU, {args.threads} threads, one {ROI}×{ROI} ROI, median of {args.repeats} interleaved runs")
     print(f"  Space request end to end (degrade + plots + metrics + GeoTIFF): {med['ours']:.3f} s")

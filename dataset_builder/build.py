@@ -413,8 +413,9 @@ def _read_tile(path: Path, row: int, col: int, size: int) -> Tile | str:
     return reason or Tile(path.stem, row, col, raster.data, raster.crs, raster.transform)
 
 
-def _embed_image(path: Path, size: int, models: _Models) -> tuple[dict, np.ndarray]:
-    """Tiles of one image: manifest entries of the blank ones, ids and embeddings of the others."""
+def split_tiles(path: Path, size: int) -> tuple[list[Tile], list[dict[str, str]]]:
+    """The grid tiles of one image: the kept ones, and manifest entries (with the reason) of the blank
+    ones. Both backends tile through this."""
     tiles, blanks = [], []
     for row, col in _grid(path, size):
         tile = _read_tile(path, row, col, size)
@@ -423,6 +424,12 @@ def _embed_image(path: Path, size: int, models: _Models) -> tuple[dict, np.ndarr
         else:
             tile_id = Tile(path.stem, row, col, np.empty(0), None, Affine.identity()).tile_id
             blanks.append({"id": tile_id, "status": "rejected", "reason": tile})
+    return tiles, blanks
+
+
+def _embed_image(path: Path, size: int, models: _Models) -> tuple[dict, np.ndarray]:
+    """Tiles of one image: manifest entries of the blank ones, ids and embeddings of the others."""
+    tiles, blanks = split_tiles(path, size)
     batch = models.config.synthetic.embed_batch_size
     chunks = [
         models.embedder.embed([t.data[:3] for t in tiles[i : i + batch]]) for i in range(0, len(tiles), batch)

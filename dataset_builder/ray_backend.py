@@ -55,20 +55,17 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from affine import Affine
 
 from dataset_builder.build import (
     BuildError,
     Echo,
     _degrade_batch,
-    _grid,
     _Models,
-    _read_tile,
     _select,
+    split_tiles,
 )
 from dataset_builder.checkpoints import KILL_ENV, Checkpoints, atomic_write_bytes, commit_point
 from dataset_builder.config import BuildConfig
-from dataset_builder.selection import Tile
 from sen2naip_hub.convert import reference_is_converted
 from sen2naip_hub.sensors import NAIP
 
@@ -118,15 +115,7 @@ def require_ray() -> None:
 # ---------------------------------------------------------------------------- 1. tile + blank filter
 def _tile_chunks(path: Path, image: int, size: int, chunk: int) -> Iterator[dict[str, Any]]:
     """The rows of one image: blank tiles (one row, ``chunk = -1``) and chunks of kept tiles' RGB."""
-    kept: list[Tile] = []
-    blanks: list[dict[str, str]] = []
-    for row, col in _grid(path, size):
-        tile = _read_tile(path, row, col, size)
-        if isinstance(tile, Tile):
-            kept.append(tile)
-        else:
-            tile_id = Tile(path.stem, row, col, np.empty(0), None, Affine.identity()).tile_id
-            blanks.append({"id": tile_id, "status": "rejected", "reason": tile})
+    kept, blanks = split_tiles(path, size)
     starts = range(0, len(kept), chunk)
     n_chunks = len(starts)
     yield {

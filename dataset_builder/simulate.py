@@ -43,7 +43,8 @@ import torch
 from dataset_builder.align import apply_shift
 from dataset_builder.cross_sensor import DegradeFn
 from dataset_builder.sources import parse_date
-from sen2naip_hub.io import Raster, atomic_output, lr_transform, read_raster, write_raster
+from sen2naip_hub.files import atomic_file
+from sen2naip_hub.io import Raster, lr_transform, read_raster, write_raster
 from sen2naip_hub.sensors import NAIP, SCALE_FACTOR, SENTINEL2
 
 __all__ = [
@@ -137,7 +138,7 @@ def _draw(
 
 
 def _write_sidecar(path: Path, meta: dict) -> None:
-    with atomic_output(path) as tmp:
+    with atomic_file(path) as tmp:
         tmp.write_text(json.dumps(meta, indent=2))
 
 

@@ -9,7 +9,6 @@ rename), so a failed write never leaves a partial file behind.
 from __future__ import annotations
 
 import os
-import tempfile
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -26,12 +25,12 @@ from rasterio.io import MemoryFile
 from rasterio.windows import Window
 
 from sen2naip_hub.errors import InvalidImageError, UnreadableFileError
+from sen2naip_hub.files import atomic_file
 from sen2naip_hub.sensors import N_BANDS, NAIP, SCALE_FACTOR, SENTINEL2, Sensor, validate_reflectance
 
 __all__ = [
     "Raster",
     "RasterInfo",
-    "atomic_output",
     "lr_transform",
     "read_info",
     "read_raster",
@@ -187,26 +186,6 @@ def _reflectance_to_counts(data: np.ndarray, sensor: Sensor) -> np.ndarray:
     return counts
 
 
-class atomic_output:  # noqa: N801 - used like a function: ``with atomic_output(path) as tmp:``
-    """Context manager giving a temporary path beside ``path``; renamed onto it only on success."""
-
-    def __init__(self, path: str | os.PathLike):
-        self.path = Path(path)
-
-    def __enter__(self) -> Path:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
-        os.close(fd)
-        self.tmp = Path(tmp)
-        return self.tmp
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            os.replace(self.tmp, self.path)
-        else:
-            self.tmp.unlink(missing_ok=True)
-
-
 def write_raster(
     path: str | os.PathLike, raster: Raster, sensor: Sensor = SENTINEL2, cog: bool = True
 ) -> Path:
@@ -231,7 +210,7 @@ def write_raster(
         mem.write(counts)
         for index, name in enumerate(raster.band_names, start=1):
             mem.set_band_description(index, name)
-        with atomic_output(path) as tmp:
+        with atomic_file(path) as tmp:
             options = {"compress": "deflate", "blocksize": 256} if cog else {"compress": "deflate"}
             rasterio.shutil.copy(mem, tmp, driver="COG" if cog else "GTiff", **options)
     return Path(path)

@@ -15,21 +15,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from sen2naip_hub.files import atomic_file
+
 __all__ = ["atomic_dir", "atomic_file", "write_json"]
-
-
-@contextmanager
-def atomic_file(path: str | os.PathLike) -> Iterator[Path]:
-    """A temporary path beside ``path``, renamed onto it only if the block succeeds."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
 
 
 @contextmanager

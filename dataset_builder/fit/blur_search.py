@@ -45,10 +45,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from dataset_builder.fit._files import atomic_dir, atomic_file, write_json
+from dataset_builder.fit._files import atomic_dir, write_json
 from sen2naip_hub import constants as _constants
 from sen2naip_hub import sensors as _sensors
 from sen2naip_hub.errors import Sen2NaipError
+from sen2naip_hub.files import save_figure
 from sen2naip_hub.models import blur as _blur
 
 BlurModel = _blur.BlurModel
@@ -518,11 +519,7 @@ def plot_error_curves(result: BlurSearchResult, path: str | Path) -> Path:
     ax2.set_title("Σ bands of min MAE")
     fig.colorbar(image, ax=ax2, shrink=0.8)
     fig.tight_layout()
-    path = Path(path)
-    with atomic_file(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def save_blur_search(result: BlurSearchResult, out: str | Path, plot: bool = True) -> Path:

@@ -35,8 +35,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dataset_builder.fit._files import atomic_dir, atomic_file, write_json
+from dataset_builder.fit._files import atomic_dir, write_json
 from sen2naip_hub.errors import Sen2NaipError
+from sen2naip_hub.files import save_figure
 from sen2naip_hub.models import noise as _noise
 
 NoiseModel = _noise.NoiseModel
@@ -449,11 +450,7 @@ def plot_noise_std(table: NoiseTable, comparison: dict, path: str | Path) -> Pat
     ax.set(xlabel="reflectance", ylabel="noise std (reflectance)", title=title)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    path = Path(path)
-    with atomic_file(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def save_noise_fit(

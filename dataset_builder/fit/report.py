@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from dataset_builder.fit._files import atomic_file
+from sen2naip_hub.files import save_figure
 
 __all__ = ["QuantileMatch", "lr_metrics", "plot_distributions", "render_report", "standard_baselines"]
 
@@ -118,11 +119,7 @@ def plot_distributions(degraded: torch.Tensor, real: torch.Tensor, path: str | P
         ax.set(title=BAND_NAMES[b], xlabel="reflectance")
     axes[0].legend(fontsize=8)
     fig.tight_layout()
-    path = Path(path)
-    with atomic_file(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=100)
 
 
 def render_report(results: dict, info: dict, figures: dict[str, str]) -> str:
