@@ -24,10 +24,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from dataset_builder.fit._light import import_light
 from dataset_builder.fit.blur_search import DEFAULT_SIGMA_GRID, search_blur
+from sen2naip_hub.models import blur
 
-blur = import_light("sen2naip_hub.models.blur")
 TILE = 484  # SEN2NAIP HR ROI, px
 TRUE_SIGMAS = (2.2, 3.6, 2.7, 4.1)
 
