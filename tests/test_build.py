@@ -318,8 +318,9 @@ def test_cli_errors_are_one_line(tmp_path) -> None:
     unknown = _cli("build", "--config", str(bad))
     env = os.environ | {"SEN2NAIP_SAMPLE_DIR": str(tmp_path / "no_sample"), "HF_HUB_OFFLINE": "1"}
     no_sample = _cli(
-        "build", "--config", "dataset_builder/configs/demo.yaml", "--out", str(tmp_path / "o"), env=env
-    )
+        "build", "--config", "dataset_builder/configs/demo.yaml", "--out", str(tmp_path / "o"),
+        "--work-dir", str(tmp_path / "work"), env=env,
+    )  # fmt: skip
     for done, needle in ((missing, "no such config file"), (unknown, "unknown config key 'outt'"),
                          (no_sample, "no_sample/naip: no such folder")):  # fmt: skip
         assert done.returncode == 1, done.stderr
