@@ -85,6 +85,18 @@ def reference_noise_table() -> np.ndarray:
     return table.numpy()
 
 
+def write_geotiff(path: Path, data: np.ndarray, **profile) -> Path:
+    """A small GeoTIFF of ``data`` ``(C, H, W)`` (no georeferencing unless ``profile`` gives it)."""
+    import rasterio
+
+    count, h, w = data.shape
+    with rasterio.open(
+        path, "w", driver="GTiff", count=count, height=h, width=w, dtype=data.dtype, **profile
+    ) as dst:
+        dst.write(data)
+    return path
+
+
 def import_reference():
     """``opensr_degradation`` (it warns about pkg_resources on import)."""
     with warnings.catch_warnings():

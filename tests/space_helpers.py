@@ -12,12 +12,14 @@ import datetime as dt
 import importlib.util
 import math
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
 
 import numpy as np
 import pytest
-from conftest import NAIP_FILES, REPO_ROOT
+from conftest import NAIP_FILES, REPO_ROOT, offline_hf
 from rasterio.windows import Window
 
 from dataset_builder.records import PairRecord
@@ -92,3 +94,20 @@ def make_dataset(out: Path, repo_id: str = "sen2naip", n_dates: int = 2) -> Path
     """Write the tiny two-config dataset to ``out`` (parquet shards + card) and return ``out``."""
     write_dataset(roi_records(n_dates), out, repo_id=repo_id)
     return out
+
+
+@contextmanager
+def launched_app(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[object, Path]]:
+    """The Space launched in-process, offline, on a tiny dataset: yields ``(demo, dataset folder)``."""
+    from sen2naip_hub import Degradation
+
+    app = load_app()
+    with pytest.MonkeyPatch.context() as mp:
+        offline_hf(mp, tmp_path_factory.mktemp("hf_home"))
+        dataset = make_dataset(tmp_path_factory.mktemp("data") / "sen2naip")
+        demo = app.build_demo(Degradation.from_pretrained(model_dir), dataset)
+        demo.queue().launch(prevent_thread_lock=True, quiet=True)
+        try:
+            yield demo, dataset
+        finally:
+            demo.close()

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import rasterio
 import torch
-from conftest import NAIP_FILES
+from conftest import NAIP_FILES, write_geotiff
 
 from sen2naip_hub import Degradation
 from sen2naip_hub.cli import main
@@ -74,13 +74,7 @@ def _run_cli(*args: str) -> subprocess.CompletedProcess:
 
 def _bad_inputs(tmp_path):
     def write(name, data, **profile):
-        path = tmp_path / name
-        count, h, w = data.shape
-        with rasterio.open(
-            path, "w", driver="GTiff", count=count, height=h, width=w, dtype=data.dtype, **profile
-        ) as dst:
-            dst.write(data)
-        return path
+        return write_geotiff(tmp_path / name, data, **profile)
 
     truncated = tmp_path / "truncated.tif"
     truncated.write_bytes(NAIP_FILES[0].read_bytes()[:30_000])

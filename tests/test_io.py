@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import rasterio
 from affine import Affine
-from conftest import NAIP_FILES
+from conftest import NAIP_FILES, write_geotiff
 from rasterio.windows import Window
 
 from sen2naip_hub.errors import InvalidImageError, UnreadableFileError
@@ -63,18 +63,9 @@ def test_write_s2_cog_with_band_names_nodata_and_lr_grid(tmp_path, sample_dir):
     assert list(tmp_path.iterdir()) == [path]  # no temporary file left behind
 
 
-def _write(path, data, **profile):
-    count, h, w = data.shape
-    with rasterio.open(
-        path, "w", driver="GTiff", count=count, height=h, width=w, dtype=data.dtype, **profile
-    ) as dst:
-        dst.write(data)
-    return path
-
-
 @pytest.mark.parametrize("bands", [1, 3])
 def test_wrong_band_count(tmp_path, bands):
-    path = _write(tmp_path / "x.tif", np.ones((bands, 8, 8), dtype=np.uint8))
+    path = write_geotiff(tmp_path / "x.tif", np.ones((bands, 8, 8), dtype=np.uint8))
     with pytest.raises(InvalidImageError, match=f"expected 4 bands .* found {bands}"):
         read_raster(path)
 
@@ -98,17 +89,17 @@ def test_truncated_and_non_tiff_files(tmp_path, sample_dir):
 
 
 def test_all_nodata_and_out_of_range_float(tmp_path):
-    nodata = _write(tmp_path / "nodata.tif", np.zeros((4, 8, 8), dtype=np.uint8), nodata=0)
+    nodata = write_geotiff(tmp_path / "nodata.tif", np.zeros((4, 8, 8), dtype=np.uint8), nodata=0)
     with pytest.raises(InvalidImageError, match="every pixel is nodata"):
         read_raster(nodata)
-    bright = _write(tmp_path / "float.tif", np.full((4, 8, 8), 1.7, dtype=np.float32))
+    bright = write_geotiff(tmp_path / "float.tif", np.full((4, 8, 8), 1.7, dtype=np.float32))
     with pytest.raises(InvalidImageError, match=r"\[0, 1\].*1\.7"):
         read_raster(bright)
 
 
 def test_integer_dtype_must_fit_the_sensor(tmp_path):
     """A uint16 (×10000) file read as NAIP (uint8, ×255) would be mis-scaled: refuse it."""
-    path = _write(tmp_path / "hr16.tif", np.full((4, 8, 8), 1200, dtype=np.uint16))
+    path = write_geotiff(tmp_path / "hr16.tif", np.full((4, 8, 8), 1200, dtype=np.uint16))
     with pytest.raises(InvalidImageError, match=r"NAIP digital numbers are uint8.*found uint16"):
         read_raster(path, NAIP)
     assert np.allclose(read_raster(path, SENTINEL2).data, 0.12)

@@ -9,14 +9,13 @@ import numpy as np
 import pytest
 import rasterio
 from affine import Affine
-from conftest import NAIP_FILES, offline_hf
+from conftest import NAIP_FILES
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image
 from rasterio.windows import Window
-from space_helpers import ROI_SIZE, load_app, make_dataset
+from space_helpers import ROI_SIZE, launched_app, load_app
 
-from sen2naip_hub import Degradation
 from sen2naip_hub.io import lr_transform
 
 app = load_app()
@@ -32,16 +31,8 @@ pytestmark = [
 @pytest.fixture(scope="module")
 def served(reference_dir, tmp_path_factory):
     """The app launched once for the module: ``(client, dataset folder)``."""
-    with pytest.MonkeyPatch.context() as mp:
-        offline_hf(mp, tmp_path_factory.mktemp("hf_home"))
-        dataset = make_dataset(tmp_path_factory.mktemp("data") / "sen2naip")
-        model = Degradation.from_pretrained(reference_dir / "sen2naip-degradation")
-        demo = app.build_demo(model, dataset)
-        demo.queue().launch(prevent_thread_lock=True, quiet=True)
-        try:
-            yield Client(demo.local_url, verbose=False), dataset
-        finally:
-            demo.close()
+    with launched_app(reference_dir / "sen2naip-degradation", tmp_path_factory) as (demo, dataset):
+        yield Client(demo.local_url, verbose=False), dataset
 
 
 def _call(client: Client, source: str, roi: str | None = None, upload=None, **kw) -> tuple:

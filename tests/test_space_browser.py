@@ -11,10 +11,7 @@ from __future__ import annotations
 import shutil
 
 import pytest
-from conftest import offline_hf
-from space_helpers import SPACE_DIR, load_app, make_dataset
-
-from sen2naip_hub import Degradation
+from space_helpers import SPACE_DIR, launched_app
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -44,17 +41,8 @@ def sync_playwright():
 
 @pytest.fixture(scope="module")
 def page_url(sync_playwright, reference_dir, tmp_path_factory):
-    app = load_app()
-    with pytest.MonkeyPatch.context() as mp:
-        offline_hf(mp, tmp_path_factory.mktemp("hf_home"))
-        dataset = make_dataset(tmp_path_factory.mktemp("data") / "sen2naip")
-        model = Degradation.from_pretrained(reference_dir / "sen2naip-degradation")
-        demo = app.build_demo(model, dataset)
-        demo.queue().launch(prevent_thread_lock=True, quiet=True)
-        try:
-            yield demo.local_url
-        finally:
-            demo.close()
+    with launched_app(reference_dir / "sen2naip-degradation", tmp_path_factory) as (demo, _):
+        yield demo.local_url
 
 
 def test_pick_roi_run_and_see_lr_and_histogram(sync_playwright, page_url):
