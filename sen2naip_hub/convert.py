@@ -13,6 +13,7 @@ safetensors + ``config.json`` + a model card:
 from __future__ import annotations
 
 import importlib.util
+import os
 import shutil
 import tempfile
 import warnings
@@ -40,7 +41,12 @@ _NOISE_FILE = "naipd/models/model_noise.pt"
 
 
 def reference_package_dir() -> Path:
-    """Where ``opensr_degradation`` is installed, found without importing it (it needs pkg_resources)."""
+    """Where ``opensr_degradation`` is installed, found without importing it (it needs pkg_resources);
+    ``$SEN2NAIP_REFERENCE_DIR`` may name a copy of its folder instead (holding ``naipd/models/``), for
+    machines where the package cannot be installed."""
+    override = os.environ.get("SEN2NAIP_REFERENCE_DIR")
+    if override:
+        return Path(override)
     spec = importlib.util.find_spec("opensr_degradation")
     if spec is None or not spec.submodule_search_locations:
         raise ModelNotFoundError(
