@@ -26,7 +26,15 @@ from rasterio.windows import Window
 
 from sen2naip_hub.errors import InvalidImageError, UnreadableFileError
 from sen2naip_hub.files import atomic_file
-from sen2naip_hub.sensors import N_BANDS, NAIP, SCALE_FACTOR, SENTINEL2, Sensor, validate_reflectance
+from sen2naip_hub.sensors import (
+    N_BANDS,
+    NAIP,
+    SCALE_FACTOR,
+    SENTINEL2,
+    Sensor,
+    counts_to_reflectance,
+    validate_reflectance,
+)
 
 __all__ = [
     "Raster",
@@ -171,7 +179,7 @@ def _to_reflectance(counts: np.ndarray, sensor: Sensor, path: str) -> np.ndarray
                 f"(reflectance × {sensor.dn_scale:g}), found {counts.dtype}; "
                 "pass the sensor that wrote this file"
             )
-        return counts.astype(np.float32) / np.float32(sensor.dn_scale)
+        return counts_to_reflectance(counts, sensor)
     raise InvalidImageError(f"{path}: expected integer or float pixels, found dtype {counts.dtype}")
 
 
@@ -214,20 +222,6 @@ def write_raster(
             options = {"compress": "deflate", "blocksize": 256} if cog else {"compress": "deflate"}
             rasterio.shutil.copy(mem, tmp, driver="COG" if cog else "GTiff", **options)
     return Path(path)
-
-
-def iter_windows(height: int, width: int, size: int, overlap: int) -> Iterator[tuple[Window, Window]]:
-    """Tiles of ``size`` covering an image, each with ``overlap`` pixels of context on every side.
-
-    Yields ``(read_window, core_window)``: the window to read (core plus context, clipped to the
-    image) and the core it is responsible for. Cores tile the image exactly, without overlap.
-    """
-    for row in range(0, height, size):
-        for col in range(0, width, size):
-            core = Window(col, row, min(size, width - col), min(size, height - row))
-            r0, c0 = max(row - overlap, 0), max(col - overlap, 0)
-            r1, c1 = min(row + size + overlap, height), min(col + size + overlap, width)
-            yield Window(c0, r0, c1 - c0, r1 - r0), core
 
 
 def _first_line(err: Exception) -> str:

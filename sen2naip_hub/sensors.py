@@ -17,6 +17,7 @@ __all__ = [
     "SCALE_FACTOR",
     "SENTINEL2",
     "Sensor",
+    "counts_to_reflectance",
     "naip_to_reflectance",
     "reflectance_to_naip",
     "reflectance_to_s2",
@@ -82,6 +83,15 @@ def validate_reflectance(array: np.ndarray, name: str = "image") -> None:
         )
 
 
+def counts_to_reflectance(counts: np.ndarray, sensor: Sensor) -> np.ndarray:
+    """The sensor's digital numbers → float32 reflectance (DN / ``sensor.dn_scale``), unchecked.
+
+    >>> counts_to_reflectance(np.array([0, 5000], dtype="uint16"), SENTINEL2).tolist()
+    [0.0, 0.5]
+    """
+    return counts.astype(np.float32) / np.float32(sensor.dn_scale)
+
+
 def _check_integer(array: np.ndarray, name: str) -> None:
     if array.dtype.kind not in "ui":
         raise InvalidImageError(f"{name}: expected integer digital numbers, found dtype {array.dtype}")
@@ -96,7 +106,7 @@ def naip_to_reflectance(array: np.ndarray, name: str = "NAIP image") -> np.ndarr
     _check_integer(array, name)
     if array.size and (array.min() < 0 or array.max() > 255):
         raise InvalidImageError(f"{name}: NAIP digital numbers must lie in [0, 255], found max {array.max()}")
-    return array.astype(np.float32) / np.float32(NAIP.dn_scale)
+    return counts_to_reflectance(array, NAIP)
 
 
 def reflectance_to_naip(array: np.ndarray) -> np.ndarray:
@@ -111,7 +121,7 @@ def s2_to_reflectance(array: np.ndarray, name: str = "Sentinel-2 image") -> np.n
     [0.0, 1.0]
     """
     _check_integer(array, name)
-    return array.astype(np.float32) / np.float32(SENTINEL2.dn_scale)
+    return counts_to_reflectance(array, SENTINEL2)
 
 
 def reflectance_to_s2(array: np.ndarray) -> np.ndarray:
