@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import dataclasses
 import filecmp
+import functools
 import hashlib
 import json
 import math
@@ -59,6 +60,8 @@ from rasterio.errors import RasterioError
 from rasterio.windows import Window
 from tqdm.auto import tqdm
 
+import dataset_builder
+import sen2naip_hub
 from dataset_builder.checkpoints import Checkpoints, atomic_write_text, commit_point
 from dataset_builder.config import BuildConfig, FolderSource, expand_env
 from dataset_builder.cross_sensor import CrossSensorConfig, build_cross_sensor_pairs
@@ -157,6 +160,12 @@ def _roi_id(crs: str, transform: Sequence[float], height: int, width: int) -> st
 
 
 # ---------------------------------------------------------------------------- fingerprint
+def _stat(path: Path) -> list[int]:
+    """``[size, mtime_ns]`` of a file: how the fingerprint tells that a file changed."""
+    stat = path.stat()
+    return [stat.st_size, stat.st_mtime_ns]
+
+
 def _input_listing(source: FolderSource) -> list[list]:
     """``[name, size, mtime_ns]`` of the files a source would read (or of its STAC catalog)."""
     if source.folder:
@@ -165,16 +174,62 @@ def _input_listing(source: FolderSource) -> list[list]:
         paths = [Path(expand_env(source.stac))]
     else:
         return []
-    return [[str(p), p.stat().st_size, p.stat().st_mtime_ns] for p in paths if p.is_file()]
+    return [[str(p), *_stat(p)] for p in paths if p.is_file()]
+
+
+def source_digest(folder: Path) -> str:
+    """sha256 over the relative path and contents of every ``*.py`` file under ``folder``, by path."""
+    digest = hashlib.sha256()
+    for name in sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*.py")):
+        digest.update(name.encode() + b"\0" + hashlib.sha256((folder / name).read_bytes()).digest())
+    return digest.hexdigest()
+
+
+@functools.cache
+def code_digest() -> str:
+    """:func:`source_digest` of the ``sen2naip_hub`` and ``dataset_builder`` packages as imported (the
+    code that makes the data), computed once per process."""
+    folders = [Path(package.__file__).parent for package in (sen2naip_hub, dataset_builder)]
+    return hashlib.sha256("".join(source_digest(f) for f in folders).encode()).hexdigest()
+
+
+def degradation_source(config: BuildConfig) -> str:
+    """What the build loads the Degradation model from: ``degradation_model`` as given (a folder or a
+    Hub repo id), else the folder ``<models>/sen2naip-degradation``."""
+    if config.degradation_model:
+        return config.degradation_model
+    return str(Path(expand_env(config.models)) / REPO_NAMES["degradation"])
+
+
+def _model_files(name: str | None) -> dict[str, list[int]] | None:
+    """``{relative path: [size, mtime_ns]}`` of a model given as a local folder or file; ``None`` for
+    anything else (a Hub repo id, an open_clip tag: then the name alone stands for the model)."""
+    if not name:
+        return None
+    path = Path(name)
+    if path.is_dir():
+        return _tree_stats(path)
+    return {path.name: _stat(path)} if path.is_file() else None
 
 
 def fingerprint(config: BuildConfig) -> str:
-    """sha256 of the package version, the config and the input files' names, sizes and modification times."""
+    """sha256 of what decides the checkpoints' contents: the package version, the code
+    (:func:`code_digest`), the config, the input files' names, sizes and modification times, and the
+    models the build loads: the Degradation model (:func:`degradation_source`) and a local CLIP
+    checkpoint, as each file's relative path, size and modification time when local.
+
+    A Hub repo id counts by its name only: the build names no revision, so it loads the repo's default
+    branch, and a new commit there does not change the fingerprint.
+    """
+    degradation = degradation_source(config)
     payload = {
         "version": __version__,
+        "code": code_digest(),
         "config": config.to_dict(),
         "naip": _input_listing(config.sources.naip),
         "s2": _input_listing(config.sources.s2),
+        "degradation_model": [degradation, _model_files(degradation)],
+        "clip_checkpoint": _model_files(config.synthetic.clip_pretrained),
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
@@ -272,21 +327,25 @@ class _Models:
 
     @property
     def degradation_id(self) -> str:
-        if self.config.degradation_model:
-            return self.config.degradation_model
-        return str(Path(expand_env(self.config.models)) / REPO_NAMES["degradation"])
+        return degradation_source(self.config)
+
+    def convert_if_missing(self) -> None:
+        """Convert the published weights into ``models`` when the build uses that folder and it lacks
+        them (a :class:`BuildError` when ``convert_models`` is off)."""
+        models = Path(expand_env(self.config.models))
+        if self.config.degradation_model or reference_is_converted(models):
+            return
+        if not self.config.convert_models:
+            raise BuildError(f"{models}: no converted models; run `sen2naip convert-reference`")
+        self.echo(f"converting the published SEN2NAIP weights into {models}/ ...")
+        convert_reference(models)
 
     @property
     def degradation(self):
         if self._degradation is None:
             from sen2naip_hub.models import Degradation
 
-            models = Path(expand_env(self.config.models))
-            if self.config.degradation_model is None and not reference_is_converted(models):
-                if not self.config.convert_models:
-                    raise BuildError(f"{models}: no converted models; run `sen2naip convert-reference`")
-                self.echo(f"converting the published SEN2NAIP weights into {models}/ ...")
-                convert_reference(models)
+            self.convert_if_missing()
             self._degradation = Degradation.from_pretrained(self.degradation_id).to(self.device).eval()
         return self._degradation
 
@@ -657,11 +716,7 @@ def _check_out(out: Path) -> None:
 
 
 def _tree_stats(folder: Path) -> dict[str, list[int]]:
-    return {
-        str(p.relative_to(folder)): [p.stat().st_size, p.stat().st_mtime_ns]
-        for p in sorted(folder.rglob("*"))
-        if p.is_file()
-    }
+    return {str(p.relative_to(folder)): _stat(p) for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 def _result(out: Path, changed: bool) -> BuildResult:
@@ -706,11 +761,13 @@ def build_dataset(
     out, work = config.out_dir, config.work_path
     _check_out(out)
     _recover(out, work)
+    models = _Models(config, echo)
+    if config.cross_sensor.enabled or config.synthetic.enabled:
+        models.convert_if_missing()  # before the fingerprint, which lists the model's files
     store = Checkpoints.open(work, fingerprint(config), echo)
     if store.has("done.json") and out.is_dir() and store.load_json("done.json")["files"] == _tree_stats(out):
         echo(f"nothing to do: {out} is up to date with this config and its inputs (checkpoints: {work})")
         return _result(out, changed=False)
-    models = _Models(config, echo)
     sources = stage_sources(config, store, progress)
     cross = stage_cross_sensor(config, sources, store, models, progress)
     if backend == "ray":

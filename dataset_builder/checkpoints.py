@@ -3,8 +3,9 @@
 Every checkpoint is written to a temporary name in its folder and renamed into place
 (``os.replace``), so a checkpoint that exists is complete; a build killed at any moment leaves only
 complete checkpoints (and perhaps a stray temporary file, ignored and overwritten). The folder is
-tied to a *fingerprint* of the config and the input files: when either changes, the old checkpoints
-are discarded rather than mixed with new ones.
+tied to a *fingerprint* of what decides the checkpoints' contents (the config, the input files, the
+models and the code: :func:`dataset_builder.build.fingerprint`): when any of it changes, the old
+checkpoints are discarded rather than mixed with new ones.
 
 Records are stored as ``.npz`` (``hr`` / ``lr`` stacked uint16 arrays plus a JSON ``meta`` array of
 the other fields), read back with ``allow_pickle=False``.

@@ -66,7 +66,6 @@ from dataset_builder.build import (
 )
 from dataset_builder.checkpoints import KILL_ENV, Checkpoints, atomic_write_bytes, commit_point
 from dataset_builder.config import BuildConfig
-from sen2naip_hub.convert import reference_is_converted
 from sen2naip_hub.sensors import NAIP
 
 if TYPE_CHECKING:  # ray is optional: imported only when the Ray backend runs
@@ -237,12 +236,6 @@ def _threads(options: RayOptions) -> int:
     return options.torch_threads or torch.get_num_threads()
 
 
-def _ensure_models(config: BuildConfig, models: _Models) -> None:
-    """Convert the published weights on the driver (once) before actors try to load them."""
-    if config.degradation_model is None and not reference_is_converted(Path(models.degradation_id).parent):
-        models.degradation  # noqa: B018 - converts (or raises BuildError) as the local backend does
-
-
 def _embed_dataset(config: BuildConfig, todo: list[tuple[int, str]], options: RayOptions) -> ray.data.Dataset:
     import ray.data
 
@@ -347,7 +340,7 @@ def stage_synthetic_ray(
         key=lambda e: Path(e["path"]).name,
     )
     embed_names = [f"synthetic/embed-{i:05d}.npz" for i in range(len(naip))]
-    _ensure_models(config, models)
+    models.convert_if_missing()  # on the driver, once, before actors try to load the model
     started = _connect(options, echo)
     try:
         ray.data.DataContext.get_current().enable_progress_bars = progress
