@@ -62,7 +62,9 @@ def degrade(
     precision: Annotated[
         str, typer.Option(help="U-Net precision: fp32 (as published) or bf16 (faster).")
     ] = "fp32",
-    compile: Annotated[bool, typer.Option("--compile/--no-compile", help="torch.compile the U-Net.")] = False,
+    compile: Annotated[
+        bool, typer.Option("--compile/--no-compile", help="torch.compile the U-Net and histogram matching.")
+    ] = False,
     tile: Annotated[int, typer.Option(min=16, help="Tile size in HR pixels.")] = 512,
 ) -> None:
     """Degrade a NAIP GeoTIFF of any size into a Sentinel-2-like COG."""
@@ -82,7 +84,7 @@ def degrade(
     deg = Degradation.from_pretrained(model or default_model())
     deg.harmonization.precision = precision
     if compile:
-        deg.harmonization.unet.compile()
+        deg.compile()
     lr, hr = degrade_raster(
         deg,
         raster,

@@ -20,7 +20,6 @@ from tqdm.auto import tqdm
 
 from sen2naip_hub.io import Raster, lr_transform
 from sen2naip_hub.models import Degradation
-from sen2naip_hub.models.histogram import match_histograms, match_histograms_local
 from sen2naip_hub.sensors import SENTINEL2
 
 #: U-Net tile and context margin (HR px). The tile is a multiple of the U-Net's stride of 32.
@@ -141,12 +140,7 @@ def degrade_raster(
             progress,
         )
         mask = None if bool(valid.all()) else valid[None]
-        if mode == "global":
-            harmonized = match_histograms(filled[None], target[None], mask, mask)[0]
-        else:
-            harmonized = match_histograms_local(filled[None], target[None], model.harmonization.window, mask)[
-                0
-            ]
+        harmonized = model.harmonization.match(filled[None], target[None], mask, mode)[0]
 
     margin = -(-model.blur.reach // scale) * scale  # reach rounded up to whole LR pixels
     core = max(tile // scale * scale, scale)

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -94,3 +98,59 @@ def test_modes_and_identity(harmonization, naip_tiles):
         harmonization(x, mode="median")
     with torch.no_grad():
         assert harmonization(x, mode="local").shape == x.shape
+
+
+def test_bf16_target_histogram_equals_skimage_on_real_naip(harmonization, naip_tiles):
+    """A bf16 U-Net output is counted over all 65,536 bf16 values instead of sorted: still exact."""
+    harmonization.precision = "bf16"
+    try:
+        with torch.no_grad():
+            target = harmonization.predict_target(naip_tiles[:2], dtype=None)
+    finally:
+        harmonization.precision = "fp32"
+    assert target.dtype == torch.bfloat16
+    ours = match_histograms(naip_tiles[:2], target)
+    for image, ref_image, result in zip(naip_tiles[:2], target.float(), ours, strict=True):
+        expected = skimage_match(image.numpy(), ref_image.numpy(), channel_axis=0)
+        assert np.abs(result.numpy() - expected).max() < 1e-6
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_reference_equals_sort_with_masks_signs_and_float_source(dtype):
+    g = torch.Generator().manual_seed(5)
+    source = torch.rand(2, 4, 30, 30, generator=g)
+    reference = ((torch.rand(2, 4, 30, 30, generator=g) - 0.3) * 0.5).to(dtype)  # negative values too
+    reference[0, 0, :3] = -0.0  # signed zeros are one value, as in skimage
+    reference[0, 0, 3:6] = 0.0
+    valid = torch.ones(2, 30, 30, dtype=torch.bool)
+    valid[0, :10] = False
+    for s_valid in (None, valid):
+        ours = match_histograms(source, reference, s_valid, s_valid)
+        exact = match_histograms(source, reference.float(), s_valid, s_valid)  # sort path
+        assert ours.dtype == torch.float32
+        assert torch.allclose(ours, exact, atol=1e-7, rtol=0)
+    expected = skimage_match(source[1].numpy(), reference[1].float().numpy(), channel_axis=0)
+    assert np.abs(match_histograms(source, reference)[1].numpy() - expected).max() < 1e-6
+    assert torch.equal(match_histograms(source, reference, valid, valid)[0, :, :10], source[0, :, :10])
+
+
+def test_row_level_counts_kernel_equals_bincount_in_triton_interpreter():
+    """The Triton kernel of the GPU fast path, run by Triton's interpreter on the CPU."""
+    pytest.importorskip("triton")
+    script = (
+        "import torch\n"
+        "from sen2naip_hub.models import _kernels\n"
+        "g = torch.Generator().manual_seed(0)\n"
+        "levels = torch.randint(0, 256, (3, 5000), generator=g, dtype=torch.int32)\n"
+        "levels[1] = 7  # one level only\n"
+        "index = levels + torch.arange(3, dtype=torch.int32)[:, None] * 256\n"
+        "counts = _kernels.row_level_counts(index, 256)\n"
+        "expected = torch.stack([torch.bincount(r.long(), minlength=256) for r in levels])\n"
+        "assert torch.equal(counts.long(), expected), 'kernel counts differ from bincount'\n"
+        "print('ok')\n"
+    )
+    env = {**os.environ, "TRITON_INTERPRET": "1"}
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]

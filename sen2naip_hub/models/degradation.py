@@ -109,13 +109,20 @@ class Degradation(
             harmonized = torch.where(valid[:, None], harmonized, torch.nan)
         return DegradationOutput(lr=lr, harmonized=harmonized if return_harmonized else None)
 
+    def compile(self, **kwargs: Any) -> None:
+        """``torch.compile`` the parts that gain from it (the harmonization's U-Net and histogram
+        matching; see :meth:`HarmonizationModel.compile`), in place. δ is two matrix products and e
+        one lookup already."""
+        self.harmonization.compile(**kwargs)
+
     def check_inputs(self, hr: torch.Tensor) -> None:
         """Fail early, naming the value found and what was expected."""
         self._validate(hr)
 
-    def _validate(self, hr: torch.Tensor) -> tuple[torch.Tensor, bool]:
-        """:meth:`check_inputs`; returns the ``(B, H, W)`` validity mask and whether all is valid.
-        The value checks cost one pass over the batch and one host sync."""
+    def _validate(self, hr: torch.Tensor) -> tuple[torch.Tensor | None, bool]:
+        """:meth:`check_inputs`; returns the ``(B, H, W)`` validity mask (None when all is valid) and
+        whether all is valid. Valid input costs one reduction and one host sync; only input with
+        nodata or bad values pays for the mask."""
         if not isinstance(hr, torch.Tensor) or hr.ndim != 4 or hr.shape[1] != N_BANDS:
             shape = tuple(hr.shape) if isinstance(hr, torch.Tensor) else type(hr).__name__
             raise InvalidImageError(f"expected a (B, {N_BANDS}, H, W) tensor (R, G, B, NIR), got {shape}")
@@ -125,6 +132,9 @@ class Degradation(
             raise InvalidImageError(
                 f"image of {tuple(hr.shape[-2:])} px is smaller than one LR pixel ({self.scale} px)"
             )
+        low, high = (float(v) for v in torch.stack(torch.aminmax(hr)).tolist())  # NaN if any NaN
+        if low >= 0.0 and high <= 1.0:
+            return None, True
         finite = torch.isfinite(hr)
         valid = finite.all(dim=1)
         low, high = torch.aminmax(torch.where(finite, hr, 0.5))

@@ -8,7 +8,8 @@ smoothly, as the SEN2NAIP slides describe) and ``none`` (identity).
 
 from __future__ import annotations
 
-from typing import Literal, get_args
+from collections.abc import Callable
+from typing import Any, Literal, get_args
 
 import segmentation_models_pytorch as smp
 import torch
@@ -58,7 +59,11 @@ class HarmonizationModel(
     """
 
     def __init__(
-        self, mode: str = "global", window: int = 128, encoder: str = UNET_ENCODER, precision: str = "fp32"
+        self,
+        mode: str = "global",
+        window: int = 128,
+        encoder: str = UNET_ENCODER,
+        precision: str = "fp32",
     ) -> None:
         super().__init__()
         if mode not in HARMONIZATION_MODES:
@@ -71,17 +76,20 @@ class HarmonizationModel(
         self.encoder = encoder
         self.unet = smp.Unet(encoder, encoder_weights=None, in_channels=N_BANDS, classes=N_BANDS)
         self.unet.to(memory_format=torch.channels_last)  # faster convolutions on CPU and GPU
+        self._match_global: Callable[..., torch.Tensor] = match_histograms  # compile() replaces it
         self.eval()  # a degradation model is used for inference; call .train() to fit it
 
-    def predict_target(self, x: torch.Tensor) -> torch.Tensor:
-        """The U-Net's S2-like reflectance for ``(B, 4, H, W)`` (the histogram target), same shape."""
+    def predict_target(self, x: torch.Tensor, dtype: torch.dtype | None = torch.float32) -> torch.Tensor:
+        """The U-Net's S2-like reflectance for ``(B, 4, H, W)`` (the histogram target), same shape, in
+        ``dtype`` (None: the U-Net's own, bfloat16 with ``precision="bf16"``)."""
         h, w = x.shape[-2:]
-        dtype = PRECISIONS[self.precision]
+        unet_dtype = PRECISIONS[self.precision]
         padded = pad_to_multiple(x).contiguous(memory_format=torch.channels_last)
         chunks = padded.split(CPU_UNET_CHUNK) if x.device.type == "cpu" else (padded,)
-        with torch.autocast(x.device.type, dtype=dtype, enabled=dtype != torch.float32):
-            out = torch.cat([self.unet(chunk) for chunk in chunks])
-        return out[..., :h, :w].float().contiguous()
+        with torch.autocast(x.device.type, dtype=unet_dtype, enabled=unet_dtype != torch.float32):
+            outs = [self.unet(chunk) for chunk in chunks]
+        out = outs[0] if len(outs) == 1 else torch.cat(outs)
+        return out[..., :h, :w].to(dtype or out.dtype).contiguous()
 
     def forward(
         self, x: torch.Tensor, valid: torch.Tensor | None = None, mode: str | None = None
@@ -93,7 +101,21 @@ class HarmonizationModel(
             raise ValueError(f"harmonization mode must be one of {HARMONIZATION_MODES}, got {mode!r}")
         if mode == "none":
             return x
-        target = self.predict_target(x).to(x.dtype)
+        # bf16 targets stay bf16: their histogram over all 65,536 values replaces a sort, exactly
+        return self.match(x, self.predict_target(x, dtype=None), valid, mode)
+
+    def match(
+        self, x: torch.Tensor, target: torch.Tensor, valid: torch.Tensor | None = None, mode: str = "global"
+    ) -> torch.Tensor:
+        """The histogram matching step alone: ``x`` takes ``target``'s histogram (``global`` or
+        ``local``), with nodata as in :meth:`forward`."""
         if mode == "global":
-            return match_histograms(x, target, valid, valid)
+            return self._match_global(x, target, valid, valid)
         return match_histograms_local(x, target, self.window, valid)
+
+    def compile(self, **kwargs: Any) -> None:
+        """``torch.compile`` the U-Net and the global histogram matching, in place (the state dict
+        and the results are unchanged). Compiling takes tens of seconds on the first batch of each
+        shape; on a GPU it fuses the matching's elementwise passes and speeds up the U-Net."""
+        self.unet.compile(**kwargs)
+        self._match_global = torch.compile(match_histograms, **kwargs)
