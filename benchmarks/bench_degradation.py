@@ -179,12 +179,12 @@ def bench_gpu(args, tiles_u8: np.ndarray, model: Degradation, package_dir: Path)
             results.append((f"published TorchScript U-Net alone, batch {bs}, {precision}", bs, t_ref, None))
             model.harmonization.precision = precision
             for compiled in [False, True] if args.compile else [False]:
-                if compiled:  # nn.Module.compile(): in place, state-dict keys unchanged
-                    model.harmonization.unet.compile(dynamic=False)
+                if compiled:  # in place, state-dict keys unchanged
+                    model.compile(dynamic=False)
                 gen = torch.Generator(device=device).manual_seed(0)
                 with torch.inference_mode():
                     t_unet = timed(
-                        lambda batch=batch: model.harmonization.predict_target(batch), device, args.repeats, 2
+                        lambda batch=batch: model.harmonization.predict_target(batch, dtype=None), device, args.repeats, 2
                     )
                     t_full = timed(
                         lambda batch=batch, gen=gen: model(batch, generator=gen), device, args.repeats, 2
@@ -201,17 +201,29 @@ def bench_gpu(args, tiles_u8: np.ndarray, model: Degradation, package_dir: Path)
                     )
                 )
                 if compiled:  # undo the in-place compile, so later rows measure what they say
-                    model.harmonization.unet._compiled_call_impl = None
+                    uncompile(model)
     for name, count, seconds, base in results:
         print(row(name, count, seconds, base) if "outside" not in name else name)
     if args.stages or args.profile:
         batch = base_tiles[torch.arange(args.batch_sizes[-1]) % len(base_tiles)].contiguous()
         for precision in args.precisions:
             model.harmonization.precision = precision
-            if args.stages:
-                stage_report(model, batch, device, args.repeats)
-            if args.profile:
-                profile(model, batch)
+            for compiled in [False, True] if args.compile else [False]:
+                if compiled:
+                    model.compile(dynamic=False)
+                if args.stages:
+                    stage_report(model, batch, device, args.repeats, compiled)
+                if args.profile:
+                    profile(model, batch)
+                uncompile(model)
+
+
+def uncompile(model: Degradation) -> None:
+    """Undo :meth:`Degradation.compile` (in place)."""
+    from sen2naip_hub.models.histogram import match_histograms
+
+    model.harmonization.unet._compiled_call_impl = None
+    model.harmonization._match_global = match_histograms
 
 
 def agreement(
@@ -237,30 +249,51 @@ def agreement(
     torch.backends.cudnn.allow_tf32 = tf32
 
 
-def stage_report(model: Degradation, batch: torch.Tensor, device: torch.device, repeats: int) -> None:
-    """Where the time goes, stage by stage, for one batch."""
+def stage_report(
+    model: Degradation, batch: torch.Tensor, device: torch.device, repeats: int, compiled: bool
+) -> None:
+    """Where the time goes, stage by stage, for one batch; with the previous implementations of the
+    histogram's target CDF (a sort) and of δ (convolutions) as baselines in the same run."""
+    from sen2naip_hub.models.blur import blur_downsample
     from sen2naip_hub.models.histogram import match_histograms
 
+    harm, blur = model.harmonization, model.blur
     gen = torch.Generator(device=device).manual_seed(0)
     with torch.inference_mode():
-        target = model.harmonization.predict_target(batch)
-        harmonized = match_histograms(batch, target)
-        lr = model.blur(harmonized)
-        rows = target.reshape(-1, target.shape[-2] * target.shape[-1])
+        target = harm.predict_target(batch, dtype=None)
+        target32 = target.float()
+        harmonized = harm.match(batch, target)
+        lr = blur(harmonized)
+        histogram, blur_name = (
+            f"histogram matching ({'histogram' if target.dtype == torch.bfloat16 else 'sort'} of the target)",
+            "blur + downsampling (matrices)",
+        )
         stages = {
             "input checks": lambda: model.check_inputs(batch),
-            "U-Net": lambda: model.harmonization.predict_target(batch),
-            "histogram matching (all)": lambda: match_histograms(batch, target),
-            "  of which the reference sort": lambda: torch.sort(rows, dim=1),
-            "blur + downsampling": lambda: model.blur(harmonized),
+            "U-Net": lambda: harm.predict_target(batch, dtype=None),
+            histogram: lambda: harm.match(batch, target),
+            blur_name: lambda: blur(harmonized),
             "noise": lambda: model.noise.sample(lr, gen),
             "full pipeline": lambda: model(batch, generator=gen),
+            "baseline: histogram matching, float32 target (sort)": lambda: match_histograms(batch, target32),
+            "baseline: blur + downsampling (convolutions)": lambda: blur_downsample(
+                harmonized, blur.kernels, blur.downsample, blur.scale
+            ),
         }
         times = {name: timed(fn, device, repeats, 2) for name, fn in stages.items()}
     total = times["full pipeline"]
-    print(f"stages for a batch of {len(batch)} ({model.harmonization.precision}):")
+    tag = f"{harm.precision}{', compiled' if compiled else ''}"
+    print(f"stages for a batch of {len(batch)} ({tag}):")
     for name, seconds in times.items():
-        print(f"  {name:<32} {1000 * seconds:9.2f} ms  {100 * seconds / total:5.1f}%")
+        print(f"  {name:<46} {1000 * seconds:9.2f} ms  {100 * seconds / total:5.1f}%")
+    outside = total - times["U-Net"]
+    print(f"  outside the U-Net: {1000 * outside:.2f} ms = {100 * outside / total:.1f}% of the full pipeline")
+    speedups = {
+        histogram: times["baseline: histogram matching, float32 target (sort)"] / times[histogram],
+        blur_name: times["baseline: blur + downsampling (convolutions)"] / times[blur_name],
+    }
+    for name, ratio in speedups.items():
+        print(f"  {name}: {ratio:.1f}x its baseline")
 
 
 def profile(model: Degradation, batch: torch.Tensor) -> None:
