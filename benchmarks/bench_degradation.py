@@ -184,7 +184,10 @@ def bench_gpu(args, tiles_u8: np.ndarray, model: Degradation, package_dir: Path)
                 gen = torch.Generator(device=device).manual_seed(0)
                 with torch.inference_mode():
                     t_unet = timed(
-                        lambda batch=batch: model.harmonization.predict_target(batch, dtype=None), device, args.repeats, 2
+                        lambda batch=batch: model.harmonization.predict_target(batch, dtype=None),
+                        device,
+                        args.repeats,
+                        2,
                     )
                     t_full = timed(
                         lambda batch=batch, gen=gen: model(batch, generator=gen), device, args.repeats, 2
