@@ -54,31 +54,33 @@ def main() -> None:
         print(f"  {name:<60} {1000 * times[name]:8.2f} ms", flush=True)
 
     offset = torch.arange(rows, device=device, dtype=torch.int32)[:, None]
-    index = H._source_index(s2, None)
+    index, _ = H._source_levels(s2, None)
     keys = H._half_keys(r2) + offset * (1 << 16)
     ones = torch.ones(1, dtype=torch.int32, device=device)
     print(f"{args.batch} tiles, {rows} rows of {s2.shape[1]} px ({target.dtype} U-Net output)")
     t("finite check: isfinite(x).all()", lambda: bool(torch.isfinite(src).all()))
-    t("finite check: aminmax(x)", lambda: torch.stack(torch.aminmax(src)).tolist())
-    t("source 8-bit index (eager)", lambda: H._source_index(s2, None))
-    t("source 8-bit index (compiled)", lambda: compiled_source_index(s2))
-    t("source counts (used): Triton kernel or index_add", lambda: H._level_counts(index, None, rows, 256))
+    t("finite check (used): aminmax(x)", lambda: torch.stack(torch.aminmax(src)).tolist())
+    t("source levels + counts (used: one Triton kernel on GPUs)", lambda: H._source_levels(s2, None))
+    t("source levels by torch ops, then counts", lambda: source_levels_torch(s2))
     t(
-        "source counts: index_add int32",
+        "source counts alone: index_add int32",
         lambda: torch.zeros(rows * 256, dtype=torch.int32, device=device).index_add_(
             0, index.reshape(-1), ones.expand(index.numel())
         ),
     )
-    t("source counts: bincount, 16 rows per call", lambda: bincount_rows(index, rows, 256))
-    t("reference 16-bit keys (eager)", lambda: H._half_keys(r2))
-    t("reference counts (used): index_add int32", lambda: H._level_counts(keys, None, rows, 1 << 16))
+    t("source counts alone: bincount, 16 rows per call", lambda: bincount_rows(index, rows, 256))
+    t("reference key counts (used: Triton kernel on GPUs)", lambda: H._half_counts(r2, None))
     t(
-        "reference counts: one bincount (int64)",
+        "reference keys + counts by torch ops: keys + index_add int32",
+        lambda: H._level_counts(H._half_keys(r2) + offset * (1 << 16), None, rows, 1 << 16),
+    )
+    t(
+        "reference key counts: keys + one bincount (int64)",
         lambda: torch.bincount(keys.reshape(-1), minlength=rows << 16),
     )
     cdf = H._HalfReference(r2, None, n)
-    t("reference CDF: keys + counts + cumsum", lambda: H._HalfReference(r2, None, n))
-    quantile = H._level_counts(index, None, rows, 256).cumsum(1).double() / n
+    t("reference CDF: counts + cumsum", lambda: H._HalfReference(r2, None, n))
+    quantile = H._source_levels(s2, None)[1].cumsum(1).double() / n
     t("values at the source's quantiles", lambda: cdf.values_at(quantile))
     table = cdf.values_at(quantile).reshape(-1, 1)
     t("lookup: F.embedding", lambda: torch.nn.functional.embedding(index, table))
@@ -99,6 +101,19 @@ def main() -> None:
         print(f"{name}: {base / times[name]:.2f}x the sort baseline")
 
 
+def source_levels_torch(src: torch.Tensor):
+    """The torch path of ``_source_levels`` (what runs without Triton)."""
+    scaled = src * H.QUANTIZED_LEVELS
+    levels = torch.round(scaled)
+    if bool(((scaled - levels).abs() > H.GRID_TOLERANCE).any()):
+        return None
+    index = (
+        levels.to(torch.int32)
+        + torch.arange(src.shape[0], device=src.device, dtype=torch.int32)[:, None] * 256
+    )
+    return index, H._level_counts(index, None, src.shape[0], 256)
+
+
 def bincount_rows(index: torch.Tensor, rows: int, n_levels: int, per_call: int = 16) -> torch.Tensor:
     """The previous source counting: bincount in shared memory, 16 rows per call."""
     out = []
@@ -106,11 +121,6 @@ def bincount_rows(index: torch.Tensor, rows: int, n_levels: int, per_call: int =
         chunk = index[r0 : r0 + per_call] - r0 * n_levels
         out.append(torch.bincount(chunk.reshape(-1), minlength=chunk.shape[0] * n_levels))
     return torch.cat(out)
-
-
-@torch.compile
-def compiled_source_index(src: torch.Tensor) -> torch.Tensor | None:
-    return H._source_index(src, None)
 
 
 if __name__ == "__main__":

@@ -86,18 +86,27 @@ def test_same_cuda_generator_seed_same_output(models, tiles):
     assert torch.equal(a, b)
 
 
-def test_triton_level_counts_equal_index_add():
+def test_triton_kernels_equal_torch_on_the_gpu(tiles):
+    """The kernels of the histogram fast path give the torch path's levels and counts, bit for bit."""
     from sen2naip_hub.models import _kernels
-    from sen2naip_hub.models.histogram import _level_counts
+    from sen2naip_hub.models import histogram as H
 
     assert _kernels.available(torch.zeros(1, device="cuda"))
-    g = torch.Generator(device="cuda").manual_seed(0)
-    levels = torch.randint(0, 256, (64, 234_256), generator=g, device="cuda", dtype=torch.int32)
-    index = levels + torch.arange(64, device="cuda", dtype=torch.int32)[:, None] * 256
-    expected = torch.zeros(64 * 256, dtype=torch.int32, device="cuda").index_add_(
-        0, index.reshape(-1), torch.ones(index.numel(), dtype=torch.int32, device="cuda")
-    )
-    assert torch.equal(_level_counts(index, None, 64, 256), expected.reshape(64, 256))
+    x = tiles.cuda().reshape(-1, tiles.shape[-2] * tiles.shape[-1])  # 8-bit NAIP rows
+    rows = x.shape[0]
+    index, counts = H._source_levels(x, None)
+    levels = torch.round(x * 255).to(torch.int32)
+    assert torch.equal(index, levels + torch.arange(rows, device="cuda", dtype=torch.int32)[:, None] * 256)
+    expected = torch.stack([torch.bincount(r.long(), minlength=256) for r in levels]).to(torch.int32)
+    assert torch.equal(counts, expected)
+    assert H._source_levels(x + 1e-4, None) is None  # off the 8-bit grid: the sort path
+    divided_on_gpu = H._source_levels(torch.round(x * 255) / 255, None)  # CUDA: k * (1 / 255)
+    assert divided_on_gpu is not None and torch.equal(divided_on_gpu[1], counts)
+
+    ref = ((x - 0.05) * 0.8).to(torch.bfloat16)  # negative values far from the rows' means, too
+    keys = H._half_keys(ref) + torch.arange(rows, device="cuda", dtype=torch.int32)[:, None] * 65536
+    via_index_add = H._level_counts(keys, None, rows, 65536)
+    assert torch.equal(H._half_counts(ref, None), via_index_add)
 
 
 def test_bf16_pipeline_uses_the_exact_histogram_path(models, tiles):

@@ -22,6 +22,10 @@ __all__ = ["match_histograms", "match_histograms_local"]
 #: Images whose values all lie on this grid (8-bit data such as NAIP / 255) take the fast path:
 #: quantiles from a per-level histogram instead of a per-pixel sort.
 QUANTIZED_LEVELS: int = 255
+#: How far (in level units) a value may lie from ``k / 255`` and still count as level ``k``: the
+#: float32 value of ``k / 255`` depends on how it was computed (a CPU divides; CUDA multiplies by
+#: ``1 / 255``), 1 ulp apart, i.e. at most 3e-5 levels; a real off-grid value is almost never this close.
+GRID_TOLERANCE: float = 1e-4
 
 
 def _quantile_of_sorted(sorted_rows: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
@@ -88,15 +92,26 @@ def _half_values(dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     return _half_tables[dtype, device]
 
 
+def _half_counts(reference: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
+    """``(R, 65536)`` int32 counts of each row's :func:`_half_keys`, leaving invalid pixels out. On a
+    GPU, a Triton kernel counts the keys near each row's mean in registers (a row's values mostly lie
+    within a few octaves: a few hundred keys) and the others one by one."""
+    if valid is None and _kernels.available(reference):
+        center = _half_keys(reference.mean(dim=1, dtype=torch.float32).to(reference.dtype))
+        base = (center - _kernels.HALF_WINDOW // 2).clamp(0, _HALF_VALUES - _kernels.HALF_WINDOW)
+        return _kernels.half_key_counts(reference, base)
+    rows = reference.shape[0]
+    offset = torch.arange(rows, device=reference.device, dtype=torch.int32)[:, None] * _HALF_VALUES
+    return _level_counts(_half_keys(reference) + offset, valid, rows, _HALF_VALUES)
+
+
 class _HalfReference:
     """A 16-bit float reference's empirical CDF from a histogram over all 65,536 possible values:
     every distinct value has its own bin, so this is exactly :class:`_SortedReference`'s CDF, with one
     counting pass and a cumulative sum instead of a sort of every pixel."""
 
     def __init__(self, reference: torch.Tensor, valid: torch.Tensor | None, n_ref: torch.Tensor) -> None:
-        rows = reference.shape[0]
-        offset = torch.arange(rows, device=reference.device, dtype=torch.int32)[:, None] * _HALF_VALUES
-        counts = _level_counts(_half_keys(reference) + offset, valid, rows, _HALF_VALUES)
+        counts = _half_counts(reference, valid)
         self.cumulative = counts.cumsum(dim=1, dtype=torch.int32)
         self.values = _half_values(reference.dtype, reference.device)
         self.n_ref = n_ref
@@ -131,19 +146,24 @@ def _interpolate(
     return y_lo + weight.clamp(0, 1).to(y_lo.dtype) * (y_hi - y_lo)
 
 
-def _source_index(src: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor | None:
-    """``row · 256 + level``: the 8-bit level of every valid pixel (0 elsewhere) offset by its row, if
-    all valid pixels lie on the 1/255 grid, else None. One elementwise pass (fused when compiled) and
-    one host sync."""
-    levels = torch.round(src * QUANTIZED_LEVELS)
-    off_grid = (levels / QUANTIZED_LEVELS != src) | (levels < 0) | (levels > QUANTIZED_LEVELS)
+def _source_levels(src: torch.Tensor, valid: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """For a source on the 8-bit grid (NAIP / 255, within :data:`GRID_TOLERANCE`): ``row · 256 +
+    level`` of every valid pixel (0 elsewhere) and the ``(R, 256)`` counts of the levels; None if a
+    valid pixel is off the grid. On a GPU one fused Triton kernel; one host sync either way."""
+    n_levels = QUANTIZED_LEVELS + 1
+    if valid is None and src.dtype == torch.float32 and _kernels.available(src):
+        index, counts, on_grid = _kernels.source_levels(src, n_levels, GRID_TOLERANCE)
+        return (index, counts) if on_grid else None
+    scaled = src * QUANTIZED_LEVELS
+    levels = torch.round(scaled)
+    off_grid = ~((scaled - levels).abs() <= GRID_TOLERANCE) | (levels < 0) | (levels > QUANTIZED_LEVELS)
     if valid is not None:
         off_grid, levels = off_grid & valid, torch.where(valid, levels, 0)
-    offset = torch.arange(src.shape[0], device=src.device, dtype=torch.int32)[:, None] * (
-        QUANTIZED_LEVELS + 1
-    )
-    index = levels.to(torch.int32) + offset  # int32: half the memory traffic of int64 indices
-    return None if bool(off_grid.any()) else index
+    if bool(off_grid.any()):
+        return None
+    rows = torch.arange(src.shape[0], device=src.device, dtype=torch.int32)[:, None]
+    index = levels.to(torch.int32) + rows * n_levels  # int32: half the memory traffic of int64
+    return index, _level_counts(index, valid, src.shape[0], n_levels)
 
 
 def _level_counts(index: torch.Tensor, valid: torch.Tensor | None, rows: int, n_levels: int) -> torch.Tensor:
@@ -153,9 +173,7 @@ def _level_counts(index: torch.Tensor, valid: torch.Tensor | None, rows: int, n_
     if valid is None and n_levels <= _kernels.MAX_LEVELS and _kernels.available(index):
         return _kernels.row_level_counts(index, n_levels)
     total = rows * n_levels
-    flat = (index if valid is None else torch.where(valid, index, total)).reshape(
-        -1
-    )  # invalid: bin past the end
+    flat = (index if valid is None else torch.where(valid, index, total)).reshape(-1)  # invalid: one bin past
     counts = torch.zeros(total + 1, dtype=torch.int32, device=index.device)
     counts.index_add_(0, flat, torch.ones(1, dtype=torch.int32, device=index.device).expand(flat.numel()))
     return counts[:total].reshape(rows, n_levels)
@@ -182,12 +200,10 @@ def _match_rows(
         cdf = _HalfReference(reference, ref_valid, n_ref)
     else:
         cdf = _SortedReference(reference, ref_valid, n_ref)
-    index = _source_index(source, src_valid)
-    if index is not None:  # fast path: a histogram of 256 levels per row
-        n_levels = QUANTIZED_LEVELS + 1
-        level_quantile = (
-            _level_counts(index, src_valid, rows, n_levels).cumsum(dim=1).to(torch.float64) / n_src
-        )
+    levels = _source_levels(source, src_valid)
+    if levels is not None:  # fast path: a histogram of 256 levels per row
+        index, counts = levels
+        level_quantile = counts.cumsum(dim=1).to(torch.float64) / n_src
         lookup = cdf.values_at(level_quantile)
         matched = F.embedding(index, lookup.reshape(-1, 1)).reshape(source.shape)  # a table lookup
     else:
