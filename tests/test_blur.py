@@ -114,3 +114,18 @@ def test_operator_matrices_equal_blur_then_downsample(mode, scale, size):
     assert fast.shape == slow.shape
     assert torch.allclose(fast, slow, atol=1e-12, rtol=0)
     assert not torch.allclose(fast, downsample(x, mode, scale), atol=1e-3)  # the blur did act
+
+
+@pytest.mark.parametrize("inference", [False, True])
+def test_operator_cache_follows_the_kernels_also_for_inference_tensors(inference):
+    """The cached matrices are rebuilt when the kernels change in place, also for a model built under
+    ``torch.inference_mode`` (whose tensors have no version counter)."""
+    x = torch.rand(1, 4, 40, 40, generator=torch.Generator().manual_seed(1))
+    with torch.inference_mode(inference):
+        model = BlurModel(sigmas=(1.0, 2.0, 3.0, 3.4))
+    with torch.inference_mode():
+        first = model(x)
+        assert torch.equal(model(x), first)  # cached
+        model.kernels.copy_(kernel1d("gaussian", torch.tensor([0.5, 0.5, 0.5, 0.5]), model.kernel_size))
+        assert torch.allclose(model(x), blur_downsample(x, model.kernels, model.downsample, model.scale))
+        assert not torch.allclose(model(x), first, atol=1e-3)

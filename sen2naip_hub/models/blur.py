@@ -153,6 +153,13 @@ def apply_separable(x: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> 
     return torch.matmul(rows.unsqueeze(0), across)  # (B, C, h, w)
 
 
+def _state(tensor: torch.Tensor) -> int | tuple[float, ...]:
+    """What tells a tensor's values apart over time: its version counter (bumped by every in-place
+    change), or, for an inference tensor (made under ``torch.inference_mode``, which has none), its
+    values themselves (a kernel table is a few dozen numbers)."""
+    return tuple(tensor.reshape(-1).tolist()) if tensor.is_inference() else tensor._version
+
+
 class BlurModel(
     HubModel,
     tags=["sen2naip", "degradation", "psf", "sentinel-2", "naip"],
@@ -209,7 +216,7 @@ class BlurModel(
     def operator(self, size: int, padding: str, dtype: torch.dtype) -> torch.Tensor:
         """:func:`axis_operator` of this model's δ for an axis of ``size`` px, cached."""
         kernels = self.kernels
-        key = (size, padding, dtype, kernels.device, kernels.data_ptr(), kernels._version)
+        key = (size, padding, dtype, kernels.device, kernels.data_ptr(), _state(kernels))
         if key not in self._operators:
             if len(self._operators) >= 16:  # sizes seen by a tiled run: a handful; bound it anyway
                 self._operators.clear()
