@@ -5,7 +5,8 @@ read-only Hub mirror such as olah serves)::
 
     <dir>/models/<org>/sen2naip-{blur,harmonization,noise,degradation}/   weights + config + card
     <dir>/datasets/<org>/sen2naip/                                        parquet shards + card
-    <dir>/spaces/<org>/sen2naip-degradation/                              app.py, requirements, card
+    <dir>/spaces/<org>/sen2naip-degradation/                              app.py, requirements, card,
+                                                                          sen2naip_hub/ (the library)
 
 then checked (:func:`check_staged`: every file present, and the cards, the Space's front matter and its
 ``repos.json`` name exactly the repo ids being published), then either left there (``--dry-run DIR``)
@@ -26,6 +27,7 @@ import os
 import re
 import shutil
 import tempfile
+import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,12 +59,15 @@ __all__ = [
     "push_staged",
     "render_model_card",
     "render_space_readme",
+    "space_requirements",
     "stage_all",
 ]
 
 CHECKOUT = Path(__file__).resolve().parents[1]
 CARDS_DIR = CHECKOUT / "model_cards"
 SPACE_SOURCE = CHECKOUT / "spaces" / "sen2naip-degradation"
+LIBRARY_SOURCE = CHECKOUT / "sen2naip_hub"
+PYPROJECT = CHECKOUT / "pyproject.toml"
 BENCH_RESULTS = CHECKOUT / "benchmarks" / "RESULTS.md"
 FIDELITY_FILE = CARDS_DIR / "fidelity.json"
 #: The organisation the committed Space README and ``repos.json`` name (that of the library's default).
@@ -71,9 +76,15 @@ DATASET_NAME: str = "sen2naip"
 SPACE_NAME: str = "sen2naip-degradation"
 #: The gradio version the Space is tested with (tests/test_space*.py), written as its ``sdk_version``.
 SPACE_SDK_VERSION: str = "6.31.0"
-#: Files the Space repo holds, copied from ``spaces/sen2naip-degradation`` (README and repos.json are
-#: rendered).
-SPACE_FILES: tuple[str, ...] = ("app.py", "requirements.txt", "screenshot.png")
+#: Files the Space repo holds, copied from ``spaces/sen2naip-degradation`` (README, repos.json and
+#: requirements.txt are rendered).
+SPACE_FILES: tuple[str, ...] = ("app.py", "screenshot.png")
+#: The Space's own requirements beside the library's (``spaces/sen2naip-degradation``).
+SPACE_REQUIREMENTS = "requirements.txt"
+#: The library's folder inside the Space repo. A Space installs ``requirements.txt`` before the repo
+#: is copied in, so it cannot install sen2naip-hub from a path in it (and the package is not on
+#: PyPI); ``app.py``'s folder is on ``sys.path``, so the copied package imports as it is.
+SPACE_LIBRARY = "sen2naip_hub"
 MODEL_KINDS: tuple[str, ...] = tuple(REPO_NAMES)  # blur, harmonization, noise, degradation
 EXTRA_MODEL_TAGS: tuple[str, ...] = ("sen2naip", "naip", "sentinel-2", "remote-sensing", "super-resolution")
 HIDDEN = [".*", "**/.*"]
@@ -318,6 +329,8 @@ class Sources:
     models_dir: Path
     dataset_dir: Path
     space_dir: Path = SPACE_SOURCE
+    library_dir: Path = LIBRARY_SOURCE
+    pyproject: Path = PYPROJECT
     cards_dir: Path = CARDS_DIR
     fidelity_file: Path = FIDELITY_FILE
     bench_results: Path | None = BENCH_RESULTS
@@ -334,7 +347,7 @@ class Sources:
             raise PublishError(
                 f"{self.dataset_dir}: no dataset (card + parquet shards); run `sen2naip build`"
             )
-        missing = [n for n in (*SPACE_FILES,) if not (self.space_dir / n).is_file()]
+        missing = [n for n in (*SPACE_FILES, SPACE_REQUIREMENTS) if not (self.space_dir / n).is_file()]
         if missing:
             raise PublishError(f"{self.space_dir}: missing Space files {missing}")
         if not self.fidelity_file.is_file():
@@ -376,11 +389,31 @@ def _stage_dataset(sources: Sources, ids: RepoIds, root: Path) -> StagedRepo:
     return StagedRepo("dataset", ids.dataset, dst, commit_message("dataset", ids.dataset))
 
 
+def space_requirements(pyproject: Path = PYPROJECT, space_dir: Path = SPACE_SOURCE) -> str:
+    """The Space's ``requirements.txt``: the library's dependencies as ``pyproject.toml`` pins them,
+    then the Space's own (``requirements.txt`` of ``space_dir``, whose comments are dropped)."""
+    library = tomllib.loads(pyproject.read_text("utf-8"))["project"]["dependencies"]
+    own = [
+        line.strip()
+        for line in (space_dir / SPACE_REQUIREMENTS).read_text("utf-8").splitlines()
+        if line.strip() and not line.lstrip().startswith("#")
+    ]
+    header = [
+        f"# Written by `sen2naip publish` (sen2naip-hub {__version__}); gradio comes from the README's",
+        f"# sdk_version. The library itself is the {SPACE_LIBRARY}/ folder beside app.py; its dependencies:",
+    ]
+    return "\n".join([*header, *library, "# the Space's own:", *own]) + "\n"
+
+
 def _stage_space(sources: Sources, ids: RepoIds, root: Path) -> StagedRepo:
     dst = staged_folder(root, "space", ids.space)
     dst.mkdir(parents=True)
     for name in SPACE_FILES:
         shutil.copy2(sources.space_dir / name, dst / name)
+    shutil.copytree(
+        sources.library_dir, dst / SPACE_LIBRARY, ignore=shutil.ignore_patterns(".*", "__pycache__", "*.pyc")
+    )
+    (dst / SPACE_REQUIREMENTS).write_text(space_requirements(sources.pyproject, sources.space_dir), "utf-8")
     (dst / "README.md").write_text(render_space_readme(ids, sources.cards_dir), "utf-8")
     (dst / "repos.json").write_text(space_repos_json(ids), "utf-8")
     return StagedRepo("space", ids.space, dst, commit_message("space", ids.space))
@@ -409,7 +442,7 @@ def _front(text: str) -> dict[str, Any]:
 
 def _required_files(repo: StagedRepo) -> list[str]:
     if repo.repo_type == "space":
-        return ["README.md", "repos.json", *SPACE_FILES]
+        return ["README.md", "repos.json", SPACE_REQUIREMENTS, *SPACE_FILES, f"{SPACE_LIBRARY}/__init__.py"]
     if repo.repo_type == "dataset":
         return ["README.md"]
     if repo.repo_id.endswith(REPO_NAMES["degradation"]):

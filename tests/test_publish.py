@@ -10,6 +10,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import tomllib
 from pathlib import Path
 from unittest import mock
 
@@ -25,6 +26,8 @@ from typer.testing import CliRunner
 from dataset_builder.publish import (
     DEFAULT_ORG,
     FIDELITY_FILE,
+    LIBRARY_SOURCE,
+    PYPROJECT,
     PublishError,
     RepoIds,
     Sources,
@@ -34,6 +37,7 @@ from dataset_builder.publish import (
     publish_command,
     render_space_readme,
     space_repos_json,
+    space_requirements,
     stage_all,
 )
 
@@ -49,7 +53,12 @@ EXPECTED_FILES = {
     f"{ORG}/sen2naip-harmonization": {"README.md", "config.json", "model.safetensors"},
     f"{ORG}/sen2naip-noise": {"README.md", "config.json", "model.safetensors"},
     f"{ORG}/sen2naip-degradation": {"README.md", "config.json"} | COMPONENT_FILES,
-    "space": {"README.md", "app.py", "requirements.txt", "repos.json", "screenshot.png"},
+    "space": {"README.md", "app.py", "requirements.txt", "repos.json", "screenshot.png"}
+    | {  # the library, beside app.py (the sources, not their bytecode)
+        f"sen2naip_hub/{p.relative_to(LIBRARY_SOURCE)}"
+        for p in LIBRARY_SOURCE.rglob("*")
+        if p.suffix in (".py", ".md") and "__pycache__" not in p.parts
+    },
 }
 
 
@@ -193,6 +202,43 @@ def test_command_line(sources, tmp_path):
     assert result.exit_code == 0, result.output
     assert f"wrote   space {IDS.space}" in result.output
     assert (tmp_path / "cli" / "spaces" / IDS.space / "app.py").is_file()
+
+
+def test_space_requirements_install_the_library_dependencies_without_the_library(sources, tmp_path):
+    """A Space installs requirements.txt before its files are copied in: no path or git requirement,
+    every dependency of pyproject.toml as pinned there, the Space's own, and not gradio (sdk)."""
+    staged = stage_all(sources, IDS, tmp_path / "stage")
+    text = (staged[-1].folder / "requirements.txt").read_text()
+    assert text == space_requirements()
+    lines = [line for line in text.splitlines() if line and not line.startswith("#")]
+    project = tomllib.loads(PYPROJECT.read_text())["project"]
+    builder = project["optional-dependencies"]["builder"]
+    builder_datasets = next(r for r in builder if r.startswith("datasets"))
+    assert lines == [*project["dependencies"], builder_datasets]
+    assert not [line for line in lines if "git+" in line or "/" in line or line.startswith("gradio")]
+
+
+def test_staged_space_runs_on_its_own_copy_of_the_library(sources, reference_dir, tmp_path):
+    """``app.py`` of the staged Space imports the copied ``sen2naip_hub`` (its folder comes first on
+    ``sys.path``, as when a Space runs ``python app.py``) and degrades with the published model."""
+    space = stage_all(sources, IDS, tmp_path / "stage")[-1].folder
+    script = textwrap.dedent(
+        f"""
+        import sys, torch
+        sys.path.insert(0, {str(space)!r})
+        import app, sen2naip_hub
+        model = app.load_model({str(reference_dir / "sen2naip-degradation")!r})
+        lr = model(torch.rand(1, 4, 64, 64), noise=False).lr
+        print(sen2naip_hub.__file__, tuple(lr.shape))
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=space, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    library, shape = done.stdout.strip().split(" ", 1)
+    assert Path(library) == space / "sen2naip_hub" / "__init__.py"
+    assert shape == "(1, 4, 16, 16)"
 
 
 def test_committed_space_readme_is_the_render_for_the_default_org():
