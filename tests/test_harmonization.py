@@ -14,7 +14,7 @@ from conftest import import_reference
 from skimage.exposure import match_histograms as skimage_match
 
 from sen2naip_hub.models import HarmonizationModel
-from sen2naip_hub.models.histogram import match_histograms, match_histograms_local
+from sen2naip_hub.models.histogram import match_histograms, match_histograms_local, sorted_rows
 
 ONE_NAIP_STEP = 1 / 255
 
@@ -114,6 +114,26 @@ def test_bf16_target_histogram_equals_skimage_on_real_naip(harmonization, naip_t
     for image, ref_image, result in zip(naip_tiles[:2], target.float(), ours, strict=True):
         expected = skimage_match(image.numpy(), ref_image.numpy(), channel_axis=0)
         assert np.abs(result.numpy() - expected).max() < 1e-6
+
+
+@pytest.mark.parametrize("threads", [1, 2, 64])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_sorted_rows_equals_torch_sort(dtype, threads, monkeypatch):
+    """numpy's sort on the CPU, rows split over threads: the same values as ``torch.sort`` (ties,
+    signed zeros, infinities and NaN last included), for inference and autograd tensors."""
+    g = torch.Generator().manual_seed(9)
+    x = (torch.rand(5, 4001, generator=g, dtype=dtype) - 0.5).round(decimals=2)  # many ties
+    x[0, :7] = torch.tensor([float("nan"), float("inf"), -float("inf"), -0.0, 0.0, float("nan"), 1.0])
+    monkeypatch.setattr(torch, "get_num_threads", lambda: threads)
+    expected = torch.sort(x, dim=1).values
+    assert torch.equal(sorted_rows(x).nan_to_num(7.0), expected.nan_to_num(7.0))
+    assert torch.equal(sorted_rows(x).isnan(), expected.isnan())
+    with torch.inference_mode():
+        inference = x.clone()
+        assert torch.equal(sorted_rows(inference[1:]), expected[1:])
+    leaf = x[1:].clone().requires_grad_()
+    sorted_rows(leaf).sum().backward()  # through torch.sort: autograd keeps the graph
+    assert torch.equal(leaf.grad, torch.ones_like(leaf))
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
