@@ -10,6 +10,7 @@ the U-Net, and a CPU/GPU agreement check. The tiles come from ``--tiles-npy`` (u
 written here by ``--save-tiles`` so the GPU machine needs no rasterio.
 
     python benchmarks/bench_degradation.py                       # CPU, 2 cores
+    python benchmarks/bench_degradation.py --batch-sizes 8 --precisions fp32 --stages
     python benchmarks/bench_degradation.py --save-tiles .devcarry/tiles.npy
     python benchmarks/bench_degradation.py --device cuda --tiles-npy .devcarry/tiles.npy \
         --package-dir .devcarry/opensr_degradation --batch-sizes 1,16,64,128,256 --compile
@@ -25,6 +26,7 @@ import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import torch
@@ -152,6 +154,11 @@ def bench_cpu(args, tiles_u8: np.ndarray, model: Degradation) -> None:
         )
     )
     print("\n".join(lines))
+    if args.stages:
+        for precision in args.precisions:
+            model.harmonization.precision = precision
+            stage_report(model, tiles[: args.batch_sizes[-1]], torch.device("cpu"), args.repeats, False)
+        model.harmonization.precision = "fp32"
 
 
 # ---------------------------------------------------------------------------------------------- GPU
@@ -256,9 +263,15 @@ def stage_report(
     model: Degradation, batch: torch.Tensor, device: torch.device, repeats: int, compiled: bool
 ) -> None:
     """Where the time goes, stage by stage, for one batch; with the previous implementations of the
-    histogram's target CDF (a sort) and of δ (convolutions) as baselines in the same run."""
+    histogram's target CDF (a sort; on CPUs also ``torch.sort`` in place of numpy's) and of δ
+    (convolutions) as baselines in the same run."""
+    from sen2naip_hub.models import histogram as H
     from sen2naip_hub.models.blur import blur_downsample
     from sen2naip_hub.models.histogram import match_histograms
+
+    def match_with_torch_sort() -> torch.Tensor:
+        with mock.patch.object(H, "sorted_rows", lambda x: torch.sort(x, dim=1).values):
+            return match_histograms(batch, target32)
 
     harm, blur = model.harmonization, model.blur
     gen = torch.Generator(device=device).manual_seed(0)
@@ -279,6 +292,7 @@ def stage_report(
             "noise": lambda: model.noise.sample(lr, gen),
             "full pipeline": lambda: model(batch, generator=gen),
             "baseline: histogram matching, float32 target (sort)": lambda: match_histograms(batch, target32),
+            **({"baseline: the same with torch.sort": match_with_torch_sort} if device.type == "cpu" else {}),
             "baseline: blur + downsampling (convolutions)": lambda: blur_downsample(
                 harmonized, blur.kernels, blur.downsample, blur.scale
             ),
@@ -295,6 +309,11 @@ def stage_report(
         histogram: times["baseline: histogram matching, float32 target (sort)"] / times[histogram],
         blur_name: times["baseline: blur + downsampling (convolutions)"] / times[blur_name],
     }
+    if device.type == "cpu":
+        speedups["float32 target: numpy's sort (sorted_rows)"] = (
+            times["baseline: the same with torch.sort"]
+            / times["baseline: histogram matching, float32 target (sort)"]
+        )
     for name, ratio in speedups.items():
         print(f"  {name}: {ratio:.1f}x its baseline")
 
@@ -323,7 +342,7 @@ def main() -> None:
     parser.add_argument("--precisions", default="fp32,bf16")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--compile", action="store_true")
-    parser.add_argument("--stages", action="store_true", help="GPU: time each stage for the last batch size")
+    parser.add_argument("--stages", action="store_true", help="time each stage for the last batch size")
     parser.add_argument("--profile", action="store_true", help="GPU: kernel table of one pipeline call")
     parser.add_argument("--sample-dir", type=Path, default=REPO.parent / "shared" / "sample")
     parser.add_argument("--tiles-npy", type=Path)

@@ -1,11 +1,16 @@
-"""Global histogram matching on a GPU, step by step, with variants of the costly steps timed in one run.
+"""Global histogram matching, step by step, with variants of the costly steps timed in one run.
 
 Source: real NAIP tiles (8-bit levels); reference: the published U-Net's bf16 output for them. Prints
 the milliseconds of each step and variant for one batch, then the whole matching with the bf16
-reference counted in a histogram of its 65,536 values (eager and compiled) against the exact
-sort-based matching of the same reference in float32 (the baseline), and their largest difference.
+reference counted in a histogram of its 65,536 values (eager, and compiled on GPUs) against the exact
+sort-based matching of the same reference in float32 (the baseline), and their largest difference;
+then, with the fp32 U-Net's output as the reference, its sort as matching does it (numpy on CPUs)
+against ``torch.sort``, alone and inside the matching.
 
     python benchmarks/bench_histogram.py --device cuda --tiles-npy .devcarry/tiles.npy --models models
+    python benchmarks/bench_histogram.py --device cpu --batch 8 --tiles-npy tiles.npy --models models
+
+(``tiles.npy``: ``python benchmarks/bench_degradation.py --save-tiles tiles.npy --tiles 12``.)
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import torch
@@ -88,8 +94,9 @@ def main() -> None:
     target32 = target.float()
     t("baseline: match_histograms, float32 reference (sort)", lambda: H.match_histograms(src, target32))
     t("match_histograms, bf16 reference (histogram)", lambda: H.match_histograms(src, target))
-    compiled = torch.compile(H.match_histograms)
-    t("match_histograms, bf16 reference (histogram), compiled", lambda: compiled(src, target))
+    if device.type == "cuda":  # compiling on a CPU takes minutes and is not the CPU path
+        compiled = torch.compile(H.match_histograms)
+        t("match_histograms, bf16 reference (histogram), compiled", lambda: compiled(src, target))
     with torch.inference_mode():
         diff = (H.match_histograms(src, target) - H.match_histograms(src, target32)).abs().max()
     print(f"max |histogram path - sort path| = {float(diff):.2e} (both exact: float rounding only)")
@@ -98,7 +105,27 @@ def main() -> None:
         "match_histograms, bf16 reference (histogram)",
         "match_histograms, bf16 reference (histogram), compiled",
     ):
-        print(f"{name}: {base / times[name]:.2f}x the sort baseline")
+        if name in times:
+            print(f"{name}: {base / times[name]:.2f}x the sort baseline")
+    harm.precision = "fp32"
+    with torch.inference_mode():
+        float_sorts(t, times, src, harm.predict_target(src))
+
+
+def float_sorts(t, times: dict[str, float], src: torch.Tensor, target: torch.Tensor) -> None:
+    """The fp32 U-Net's output (the default precision) as the reference: its sort as matching does it
+    (:func:`~sen2naip_hub.models.histogram.sorted_rows`: numpy on CPUs) against ``torch.sort``, alone
+    and inside the whole matching."""
+    rows = target.reshape(-1, target.shape[-2] * target.shape[-1])
+    print(f"fp32 U-Net output as the reference ({target.dtype}, float32 histogram matching sorts it):")
+    t("baseline: torch.sort", lambda: torch.sort(rows, dim=1))
+    t("sorted_rows (used)", lambda: H.sorted_rows(rows))
+    with mock.patch.object(H, "sorted_rows", lambda x: torch.sort(x, dim=1).values):
+        t("baseline: match_histograms with torch.sort", lambda: H.match_histograms(src, target))
+    t("match_histograms (used)", lambda: H.match_histograms(src, target))
+    sort = times["baseline: torch.sort"] / times["sorted_rows (used)"]
+    match = times["baseline: match_histograms with torch.sort"] / times["match_histograms (used)"]
+    print(f"sorted_rows: {sort:.2f}x torch.sort; float32 matching with it: {match:.2f}x")
 
 
 def source_levels_torch(src: torch.Tensor):
