@@ -15,7 +15,7 @@ import segmentation_models_pytorch as smp
 import torch
 import torch.nn.functional as F
 
-from sen2naip_hub.constants import UNET_ENCODER, UNET_STRIDE
+from sen2naip_hub.constants import UNET_ENCODER, UNET_PRECISIONS, UNET_STRIDE
 from sen2naip_hub.models.histogram import match_histograms, match_histograms_local
 from sen2naip_hub.models.hub import HubModel
 from sen2naip_hub.sensors import N_BANDS
@@ -24,7 +24,7 @@ HarmonizationMode = Literal["global", "local", "none"]
 HARMONIZATION_MODES: tuple[str, ...] = get_args(HarmonizationMode)
 #: Precision of the U-Net alone (histogram matching, blur and noise always run in float32).
 #: bf16 is ~5-7x faster on CPUs with AVX512-BF16/AMX and on GPUs; it moves the histogram *target*.
-PRECISIONS: dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16}
+PRECISIONS: dict[str, torch.dtype] = dict(zip(UNET_PRECISIONS, (torch.float32, torch.bfloat16), strict=True))
 #: Images per U-Net call on the CPU. A 512×512 image's feature maps already exceed the caches; a
 #: larger batch only makes each convolution slower (measured on 2 cores: 0.15 s/image at batch 1,
 #: 0.28 s/image at batch 8, fp32). GPUs take the whole batch at once.
@@ -68,8 +68,6 @@ class HarmonizationModel(
         super().__init__()
         if mode not in HARMONIZATION_MODES:
             raise ValueError(f"harmonization mode must be one of {HARMONIZATION_MODES}, got {mode!r}")
-        if precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {tuple(PRECISIONS)}, got {precision!r}")
         self.mode = mode
         self.precision = precision
         self.window = window
@@ -78,6 +76,17 @@ class HarmonizationModel(
         self.unet.to(memory_format=torch.channels_last)  # faster convolutions on CPU and GPU
         self._match_global: Callable[..., torch.Tensor] = match_histograms  # compile() replaces it
         self.eval()  # a degradation model is used for inference; call .train() to fit it
+
+    @property
+    def precision(self) -> str:
+        """The U-Net's precision, ``fp32`` or ``bf16``; may be changed after loading."""
+        return self._precision
+
+    @precision.setter
+    def precision(self, value: str) -> None:
+        if value not in PRECISIONS:
+            raise ValueError(f"precision must be one of {tuple(PRECISIONS)}, got {value!r}")
+        self._precision = value
 
     def predict_target(self, x: torch.Tensor, dtype: torch.dtype | None = torch.float32) -> torch.Tensor:
         """The U-Net's S2-like reflectance for ``(B, 4, H, W)`` (the histogram target), same shape, in
