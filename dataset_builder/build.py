@@ -346,7 +346,11 @@ class _Models:
             from sen2naip_hub.models import Degradation
 
             self.convert_if_missing()
-            self._degradation = Degradation.from_pretrained(self.degradation_id).to(self.device).eval()
+            model = Degradation.from_pretrained(self.degradation_id).to(self.device).eval()
+            model.harmonization.precision = self.config.precision
+            if self.config.compile:
+                model.compile()
+            self._degradation = model
         return self._degradation
 
     def degrade_noiseless(self, hr: torch.Tensor) -> torch.Tensor:

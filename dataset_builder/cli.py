@@ -58,6 +58,13 @@ def build(
         int | None, typer.Option(help="Tiles to select for the synthetic config.")
     ] = None,
     batch_size: Annotated[int | None, typer.Option(help="Tiles per degradation batch.")] = None,
+    precision: Annotated[
+        str | None, typer.Option(help="Degradation U-Net precision: fp32 (as published) or bf16 (faster).")
+    ] = None,
+    compile: Annotated[
+        bool | None,
+        typer.Option("--compile/--no-compile", help="torch.compile the degradation (GPUs, large builds)."),
+    ] = None,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars.")] = True,
     backend: Annotated[
         str, typer.Option(help="Where the synthetic stage runs: local, or ray (the optional ray extra).")
@@ -81,6 +88,8 @@ def build(
         "synthetic.clip_pretrained": clip_pretrained,
         "synthetic.size": synthetic_size,
         "batch_size": batch_size,
+        "precision": precision,
+        "compile": compile,
     }
     settings = load_config(config, overrides)
     result = build_dataset(settings, progress=progress, echo=typer.echo, backend=backend, address=address)

@@ -29,6 +29,7 @@ from typing import Any
 import yaml
 
 from dataset_builder.splits import DEFAULT_FRACTIONS, DEFAULT_SALT
+from sen2naip_hub.constants import UNET_PRECISIONS
 from sen2naip_hub.errors import Sen2NaipError
 
 __all__ = [
@@ -182,6 +183,10 @@ class BuildConfig:
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
         seed: seeds the simulation, the CLIP random weights, k-means++ and the noise of every tile.
         batch_size: tiles per degradation batch.
+        precision: the degradation U-Net's precision, ``fp32`` (as published) or ``bf16`` (faster on
+            GPUs; moves the harmonized HR slightly, so it changes the data).
+        compile: ``torch.compile`` the degradation (U-Net and histogram matching) before the first
+            batch: worth it on GPUs for large builds; the first batch of each shape compiles.
     """
 
     out: str = "sen2naip"
@@ -192,6 +197,8 @@ class BuildConfig:
     device: str = "auto"
     seed: int = 0
     batch_size: int = 16
+    precision: str = "fp32"
+    compile: bool = False
     sources: SourcesConfig = field(default_factory=SourcesConfig)
     cross_sensor: CrossSensorStageConfig = field(default_factory=CrossSensorStageConfig)
     synthetic: SyntheticStageConfig = field(default_factory=SyntheticStageConfig)
@@ -257,6 +264,10 @@ def _check_config(config: BuildConfig) -> None:
         raise ConfigError(f"sources.max_days must be >= 0, found {config.sources.max_days}")
     if config.device not in DEVICES and not re.fullmatch(r"cuda:\d+", config.device):
         raise ConfigError(f"device must be one of {', '.join(DEVICES)} or cuda:N, found {config.device!r}")
+    if config.precision not in UNET_PRECISIONS:
+        raise ConfigError(
+            f"precision must be one of {', '.join(UNET_PRECISIONS)}, found {config.precision!r}"
+        )
     if config.synthetic.n_clusters > config.synthetic.size:
         raise ConfigError(
             f"synthetic.n_clusters ({config.synthetic.n_clusters}) must not exceed synthetic.size "

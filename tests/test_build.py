@@ -27,7 +27,7 @@ import rasterio
 import yaml
 from conftest import offline_hf
 
-from dataset_builder.build import MANIFEST_NAME, BuildError, _grid, build_dataset
+from dataset_builder.build import MANIFEST_NAME, BuildError, _grid, _Models, build_dataset, fingerprint
 from dataset_builder.checkpoints import KILL_ENV
 from dataset_builder.config import ConfigError, load_config
 from dataset_builder.records import SPLIT_NAMES
@@ -305,6 +305,26 @@ def test_config_errors_name_the_key(tmp_path, monkeypatch) -> None:
     )
     assert demo.seed == 3 and demo.out == "elsewhere" and demo.work_dir == "build_cache/sen2naip"
     assert demo.cross_sensor.simulate is not None and demo.synthetic.clip_pretrained is None
+
+
+def test_precision_and_compile_reach_the_degradation_model(setup, tmp_path, monkeypatch) -> None:
+    from sen2naip_hub.models import Degradation
+
+    compiled: list[Degradation] = []
+    monkeypatch.setattr(Degradation, "compile", lambda self, **kwargs: compiled.append(self))
+    fast = small_config(setup["naip"], setup["model"], tmp_path / "out", precision="bf16", compile=True)
+    config = load_config(_write_yaml(tmp_path / "fast.yaml", fast))
+    model = _Models(config, echo=lambda _: None).degradation
+    assert model.harmonization.precision == "bf16" and compiled == [model]
+    default = load_config(
+        _write_yaml(tmp_path / "d.yaml", small_config(setup["naip"], setup["model"], tmp_path))
+    )
+    assert _Models(default, echo=lambda _: None).degradation.harmonization.precision == "fp32"
+    assert len(compiled) == 1 and fingerprint(config) != fingerprint(
+        config.with_overrides({"precision": "fp32"})
+    )
+    with pytest.raises(ConfigError, match=r"precision must be one of fp32, bf16, found 'fp16'"):
+        load_config(_write_yaml(tmp_path / "bad.yaml", fast | {"precision": "fp16"}))
 
 
 def _cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
