@@ -30,12 +30,12 @@ QUANTIZED_LEVELS: int = 255
 GRID_TOLERANCE: float = 1e-4
 
 
-def _quantile_of_sorted(sorted_rows: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
+def _quantile_of_sorted(ordered: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
     """For sorted rows, each element's quantile: the share of its row that is <= its value."""
-    n = sorted_rows.shape[1]
-    position = torch.arange(n, device=sorted_rows.device).expand_as(sorted_rows)
-    is_last = torch.ones_like(sorted_rows, dtype=torch.bool)
-    is_last[:, :-1] = sorted_rows[:, 1:] != sorted_rows[:, :-1]
+    n = ordered.shape[1]
+    position = torch.arange(n, device=ordered.device).expand_as(ordered)
+    is_last = torch.ones_like(ordered, dtype=torch.bool)
+    is_last[:, :-1] = ordered[:, 1:] != ordered[:, :-1]
     last = torch.where(is_last, position, torch.full_like(position, n))
     last_of_run = torch.flip(torch.cummin(torch.flip(last, [1]), dim=1).values, [1])
     return (last_of_run + 1).to(count.dtype) / count
