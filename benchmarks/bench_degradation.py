@@ -25,6 +25,7 @@ import tempfile
 import time
 import warnings
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
 from unittest import mock
 
@@ -73,6 +74,14 @@ def timed(fn: Callable[[], object], device: torch.device, repeats: int, warmup: 
         sync(device)
         times.append(time.perf_counter() - start)
     return statistics.median(times)
+
+
+def with_torch_sort() -> AbstractContextManager:
+    """Histogram matching with ``torch.sort`` in place of ``sorted_rows`` (numpy on CPUs): the
+    previous implementation, as a baseline."""
+    from sen2naip_hub.models import histogram
+
+    return mock.patch.object(histogram, "sorted_rows", lambda x: torch.sort(x, dim=1).values)
 
 
 def row(name: str, tiles: int, seconds: float, baseline: float | None = None) -> str:
@@ -265,12 +274,11 @@ def stage_report(
     """Where the time goes, stage by stage, for one batch; with the previous implementations of the
     histogram's target CDF (a sort; on CPUs also ``torch.sort`` in place of numpy's) and of δ
     (convolutions) as baselines in the same run."""
-    from sen2naip_hub.models import histogram as H
     from sen2naip_hub.models.blur import blur_downsample
     from sen2naip_hub.models.histogram import match_histograms
 
     def match_with_torch_sort() -> torch.Tensor:
-        with mock.patch.object(H, "sorted_rows", lambda x: torch.sort(x, dim=1).values):
+        with with_torch_sort():
             return match_histograms(batch, target32)
 
     harm, blur = model.harmonization, model.blur

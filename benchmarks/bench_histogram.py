@@ -18,13 +18,12 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from unittest import mock
 
 import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_degradation import timed
+from bench_degradation import timed, with_torch_sort
 
 from sen2naip_hub.models import HarmonizationModel
 from sen2naip_hub.models import histogram as H
@@ -120,7 +119,7 @@ def float_sorts(t, times: dict[str, float], src: torch.Tensor, target: torch.Ten
     print(f"fp32 U-Net output as the reference ({target.dtype}, float32 histogram matching sorts it):")
     t("baseline: torch.sort", lambda: torch.sort(rows, dim=1))
     t("sorted_rows (used)", lambda: H.sorted_rows(rows))
-    with mock.patch.object(H, "sorted_rows", lambda x: torch.sort(x, dim=1).values):
+    with with_torch_sort():
         t("baseline: match_histograms with torch.sort", lambda: H.match_histograms(src, target))
     t("match_histograms (used)", lambda: H.match_histograms(src, target))
     sort = times["baseline: torch.sort"] / times["sorted_rows (used)"]
