@@ -13,7 +13,7 @@ until N samples are read; the file cache is warm for both (one untimed pass firs
 Part 2 (needs only torch, open_clip and ``sen2naip_hub.models``, so it runs on the GPU machine with
 ``--synthetic-only``): tiles/s of the synthetic stage's two steps on ``--device``: CLIP image
 embedding (open_clip's own PIL preprocessing per tile, then the encoder, as
-``dataset_builder.selection.ClipEmbedder`` does) and batched degradation (``Degradation``, noise
+``dataset_builder.synthetic.selection.ClipEmbedder`` does) and batched degradation (``Degradation``, noise
 drawn per tile from its own generator, as ``dataset_builder.build`` does). Tiles are seeded random
 reflectance: the throughput does not depend on the content.
 

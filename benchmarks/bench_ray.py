@@ -31,7 +31,7 @@ SAMPLE_DIR = Path(os.environ.get("SEN2NAIP_SAMPLE_DIR", REPO_ROOT.parent / "shar
 
 
 def _config(naip: Path, model: Path, out: Path, args: argparse.Namespace):
-    from dataset_builder.config import from_dict
+    from dataset_builder.core.config import from_dict
 
     return from_dict(
         {
@@ -55,25 +55,35 @@ def _config(naip: Path, model: Path, out: Path, args: argparse.Namespace):
 
 def _run(config, backend: str, workers: int, threads: int) -> tuple[float, int, list[str], list[bytes]]:
     """Seconds of the synthetic stage, tiles embedded, selected ids, degraded LR arrays (as bytes)."""
-    from dataset_builder.build import _Models, fingerprint, stage_sources, stage_synthetic
-    from dataset_builder.checkpoints import Checkpoints
-    from dataset_builder.ray_backend import RayOptions, stage_synthetic_ray
+    from dataset_builder.backends.local import LocalBackend
+    from dataset_builder.backends.ray import RayBackend, RayOptions
+    from dataset_builder.core.checkpoints import Checkpoints
+    from dataset_builder.core.context import BuildContext
+    from dataset_builder.core.fingerprint import stage_fingerprints
+    from dataset_builder.sources.stage import stage_sources
+    from dataset_builder.synthetic import stage as synthetic
 
     quiet = lambda _: None  # noqa: E731
-    store = Checkpoints.open(config.work_path, fingerprint(config), quiet)
+    store = Checkpoints.open(config.work_path, stage_fingerprints(config), quiet)
     sources = stage_sources(config, store, progress=False)
-    models = _Models(config, quiet)
+    context = BuildContext(config, quiet)
+    runner = (
+        LocalBackend()
+        if backend == "local"
+        else RayBackend(RayOptions(workers=workers, torch_threads=threads))
+    )
     start = time.perf_counter()
-    if backend == "local":
-        embed, degrade = stage_synthetic(config, sources, store, models, False, quiet)
-    else:
-        options = RayOptions(workers=workers, torch_threads=threads)
-        embed, degrade = stage_synthetic_ray(config, sources, store, models, False, quiet, options)
+    embed = synthetic.plan_embed(config, sources)
+    runner.execute(embed, store, context, progress=False)
+    selected = synthetic.select(config, store, embed, quiet)["selected"]
+    degrade = synthetic.plan_degrade(config, selected, sources)
+    runner.execute(degrade, store, context, progress=False)
     seconds = time.perf_counter() - start
-    tiles = sum(len(store.load_meta(name)["tiles"]) for name in embed)
-    selected = [s["tile_id"] for s in store.load_json("synthetic/selection.json")["selected"]]
-    lrs = [store.load_arrays(name)[1]["lr"].tobytes() for name in degrade]
-    return seconds, tiles, selected, lrs
+    runner.close()
+    tiles = sum(len(store.load_meta(name)["tiles"]) for name in embed.names)
+    ids = [s["tile_id"] for s in selected]
+    lrs = [store.load_arrays(name)[1]["lr"].tobytes() for name in degrade.names]
+    return seconds, tiles, ids, lrs
 
 
 def main() -> None:

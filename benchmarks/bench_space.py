@@ -29,7 +29,8 @@ from sen2naip_hub.sensors import SCALE_FACTOR
 
 ROOT = Path(__file__).resolve().parents[1]
 ROI = 484
-#: Sentinel-2-like band gains for the stand-in "real" LR (as dataset_builder.simulate.S2_LIKE_GAIN).
+#: Sentinel-2-like band gains for the stand-in "real" LR
+#: (as dataset_builder.cross_sensor.simulate.S2_LIKE_GAIN).
 S2_LIKE_GAIN = np.array([0.15, 0.16, 0.22, 0.45], np.float32)[:, None, None]
 
 

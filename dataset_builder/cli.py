@@ -21,7 +21,7 @@ DEMO_CONFIG = Path("dataset_builder") / "configs" / "demo.yaml"
 
 def format_counts(counts: dict[str, dict[str, int]]) -> str:
     """Rows per config and split as a small aligned table."""
-    from dataset_builder.records import CONFIG_NAMES, SPLIT_NAMES
+    from dataset_builder.core.records import CONFIG_NAMES, SPLIT_NAMES
 
     lines = [f"{'config':<14}" + "".join(f"{s:>12}" for s in SPLIT_NAMES) + f"{'total':>10}"]
     for config in CONFIG_NAMES:
@@ -72,10 +72,13 @@ def build(
     address: Annotated[
         str | None, typer.Option(help="Ray cluster address for --backend ray (default: a local cluster).")
     ] = None,
+    print_config: Annotated[
+        bool, typer.Option("--print-config", help="Print the resolved config as YAML and exit.")
+    ] = False,
 ) -> None:
     """Build (or resume) the SEN2NAIP dataset: cross_sensor and synthetic configs, parquet + card."""
     from dataset_builder.build import build_dataset
-    from dataset_builder.config import load_config
+    from dataset_builder.core.config import load_config
 
     overrides = {
         "out": out,
@@ -92,6 +95,9 @@ def build(
         "compile": compile,
     }
     settings = load_config(config, overrides)
+    if print_config:
+        typer.echo(settings.to_yaml().rstrip())
+        return
     result = build_dataset(settings, progress=progress, echo=typer.echo, backend=backend, address=address)
     typer.echo(format_counts(result.counts))
     typer.echo(
@@ -112,7 +118,7 @@ def push_dataset_command(
     revision: Annotated[str | None, typer.Option(help="Branch to push to.")] = None,
 ) -> None:
     """Upload a built dataset (card + parquet shards) to the Hugging Face Hub."""
-    from dataset_builder.writer import DEFAULT_COMMIT_MESSAGE, push_dataset
+    from dataset_builder.write.repo import DEFAULT_COMMIT_MESSAGE, push_dataset
 
     if not folder.is_dir():
         raise Sen2NaipError(f"{folder}: no such folder; build the dataset first (`sen2naip build`)")

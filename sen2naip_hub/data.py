@@ -49,7 +49,7 @@ def load_pairs(
     """Open one split of one config, formatted for fast array access.
 
     Args:
-        path_or_repo: a local dataset folder (as ``dataset_builder.writer`` writes it) or a Hub repo id.
+        path_or_repo: a local dataset folder (as ``dataset_builder.write.shards`` writes it) or a Hub repo id.
         config: ``"cross_sensor"`` or ``"synthetic"``.
         split: ``"train"``, ``"validation"`` or ``"test"``.
         streaming: return an ``IterableDataset`` reading shards lazily.

@@ -14,6 +14,10 @@ class InvalidImageError(Sen2NaipError, ValueError):
     """An image has the wrong band count, dtype, value range, size or content."""
 
 
+class AllNodataError(InvalidImageError):
+    """An image (or the window of it that was read) has no valid pixel."""
+
+
 class UnreadableFileError(Sen2NaipError, OSError):
     """A file is missing, is not a raster, or is corrupt or truncated."""
 

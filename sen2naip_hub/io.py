@@ -24,7 +24,7 @@ from rasterio.errors import NodataShadowWarning, NotGeoreferencedWarning, Raster
 from rasterio.io import MemoryFile
 from rasterio.windows import Window
 
-from sen2naip_hub.errors import InvalidImageError, UnreadableFileError
+from sen2naip_hub.errors import AllNodataError, InvalidImageError, UnreadableFileError
 from sen2naip_hub.files import atomic_file
 from sen2naip_hub.sensors import (
     N_BANDS,
@@ -161,7 +161,7 @@ def read_raster(
     data = _to_reflectance(counts, sensor, info.path)
     data[:, ~mask] = np.nan
     if not np.isfinite(data).any():
-        raise InvalidImageError(f"{info.path}: every pixel is nodata")
+        raise AllNodataError(f"{info.path}: every pixel is nodata")
     transform = info.transform if window is None else rasterio.windows.transform(window, info.transform)
     names = tuple(name or default for name, default in zip(info.band_names, sensor.all_bands, strict=True))
     return Raster(data=data, crs=info.crs, transform=transform, band_names=names)

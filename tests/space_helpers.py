@@ -2,7 +2,8 @@
 
 The dataset's ``cross_sensor`` rows are **simulated** pairs (``source="simulated"``): their "real"
 Sentinel-2 LR is the 4 × 4 block mean of the real NAIP tile times Sentinel-2-like band gains
-(``dataset_builder.simulate.S2_LIKE_GAIN``). No co-located NAIP + Sentinel-2 pair exists offline; the
+(``dataset_builder.cross_sensor.simulate.S2_LIKE_GAIN``). No co-located NAIP + Sentinel-2 pair exists
+offline; the
 app treats these rows exactly as real ones.
 """
 
@@ -22,10 +23,10 @@ import pytest
 from conftest import NAIP_FILES, REPO_ROOT, offline_hf
 from rasterio.windows import Window
 
-from dataset_builder.records import PairRecord
-from dataset_builder.simulate import S2_LIKE_GAIN
-from dataset_builder.splits import spatial_roi_id
-from dataset_builder.writer import write_dataset
+from dataset_builder.core.records import PairRecord
+from dataset_builder.core.splits import spatial_roi_id
+from dataset_builder.cross_sensor.simulate import S2_LIKE_GAIN
+from dataset_builder.write.repo import write_dataset
 from sen2naip_hub.io import lr_transform, read_raster
 from sen2naip_hub.sensors import SCALE_FACTOR, reflectance_to_s2
 

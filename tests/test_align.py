@@ -1,4 +1,4 @@
-"""Sub-pixel co-registration (dataset_builder.align) on real Sentinel-2 imagery from ../shared/sample."""
+"""Sub-pixel co-registration (dataset_builder.cross_sensor.align) on real Sentinel-2 from ../shared/sample."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from dataset_builder.align import apply_shift, coregister, estimate_shift
+from dataset_builder.cross_sensor.align import apply_shift, coregister, estimate_shift
 from sen2naip_hub.errors import InvalidImageError
 
 SAMPLE = Path(__file__).parents[1].parent / "shared" / "sample"

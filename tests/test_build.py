@@ -27,11 +27,17 @@ import rasterio
 import yaml
 from conftest import offline_hf
 
-from dataset_builder.build import MANIFEST_NAME, BuildError, _grid, _Models, build_dataset, fingerprint
-from dataset_builder.checkpoints import KILL_ENV
-from dataset_builder.config import ConfigError, load_config
-from dataset_builder.records import SPLIT_NAMES
-from dataset_builder.writer import pair_features
+from dataset_builder.build import build_dataset
+from dataset_builder.core.checkpoints import KILL_ENV
+from dataset_builder.core.config import ConfigError, load_config
+from dataset_builder.core.context import BuildContext
+from dataset_builder.core.errors import BuildError
+from dataset_builder.core.fingerprint import fingerprint
+from dataset_builder.core.records import SPLIT_NAMES
+from dataset_builder.core.tiling import grid_origins
+from dataset_builder.sources.stage import CHECKPOINT as SOURCES_CHECKPOINT
+from dataset_builder.write.output import MANIFEST_NAME
+from dataset_builder.write.shards import pair_features
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 NAIP_DIR = REPO_ROOT.parent / "shared" / "sample" / "naip"
@@ -117,6 +123,24 @@ def built(setup) -> dict:
     return {"out": out, "result": result, "config": config, "digests": digests(out)}
 
 
+def test_the_card_states_what_this_build_is(built) -> None:
+    """The sample's 5 m NAIP makes 5 m / 20 m pairs; its cross_sensor rows are simulated; CLIP had random
+    weights; no real Sentinel-2 was used, so none is credited."""
+    card = (built["out"] / "README.md").read_text()
+    geometry = card.split("## Geometry, as built", 1)[1].split("##", 1)[0]
+    assert "| `cross_sensor` | 128×128 px | 5 m | 32×32 px | 20 m |" in geometry
+    assert "| `synthetic` | 128×128 px | 5 m | 32×32 px | 20 m |" in geometry
+    assert "2.5 m" not in geometry.split("These are not")[0]
+    assert "These are not SEN2NAIP's 2.5 m / 10 m pixels" in geometry
+    simulated = sum(built["result"].counts["cross_sensor"].values())
+    assert f"**{simulated} of the {simulated} `cross_sensor` rows are simulated**" in card
+    assert "real Sentinel-2 acquisitions" not in card
+    assert "CLIP `ViT-S-32` with random weights (not pretrained; seed 0)" in card
+    assert "Copernicus" not in card and "public domain" in card
+    assert "the published SEN2NAIP weights, converted from PyPI `opensr-degradation==1.0.1`" in card
+    assert f"build fingerprint `{fingerprint(built['config'])}`" in card
+
+
 def test_build_writes_both_configs_and_a_complete_manifest(built) -> None:
     out, result = built["out"], built["result"]
     assert result.changed
@@ -124,7 +148,13 @@ def test_build_writes_both_configs_and_a_complete_manifest(built) -> None:
     for config, splits in result.counts.items():
         assert all(splits.get(s, 0) > 0 for s in SPLIT_NAMES), (config, splits)
     assert sum(result.counts["synthetic"].values()) == 24
-    assert sorted(p.name for p in out.iterdir()) == ["README.md", "cross_sensor", MANIFEST_NAME, "synthetic"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "README.md",
+        "build.json",
+        "cross_sensor",
+        MANIFEST_NAME,
+        "synthetic",
+    ]
     assert not [p for p in out.rglob("*") if p.name.startswith(".") or p.name.endswith(".tmp")]
     entries = manifest(out)
     sources = [e for e in entries if e["stage"] == "sources"]
@@ -143,7 +173,7 @@ def test_build_writes_both_configs_and_a_complete_manifest(built) -> None:
         assert by_kind[kind][check] >= 0.9 * n_rois
     synthetic = [e for e in entries if e["stage"] == "synthetic"]
     assert Counter(e["status"] for e in synthetic)["kept"] == 24
-    grid = sum(len(list(_grid(p, TILE))) for p in sorted(NAIP_DIR.glob("*.tif"))[:N_NAIP])
+    grid = sum(len(list(grid_origins(p, TILE))) for p in sorted(NAIP_DIR.glob("*.tif"))[:N_NAIP])
     assert len({e["id"] for e in synthetic}) == len(synthetic) == grid  # every tile of the world grid
     for entry in entries:
         if entry["status"] == "kept":
@@ -218,7 +248,7 @@ def test_killed_anywhere_and_restarted_gives_the_same_bytes(built, setup, tmp_pa
     cmd = [sys.executable, "-m", "sen2naip_hub.cli", "build", "--config", str(config), "--no-progress"]
     process = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + SUBPROCESS_TIMEOUT_S
-    while not (work / "sources.json").exists() and time.monotonic() < deadline and process.poll() is None:
+    while not (work / SOURCES_CHECKPOINT).exists() and time.monotonic() < deadline and process.poll() is None:
         time.sleep(0.05)
     process.send_signal(signal.SIGKILL)
     process.wait()
@@ -295,7 +325,9 @@ def test_config_errors_name_the_key(tmp_path, monkeypatch) -> None:
     base = {"sources": {"naip": {"folder": "x"}}}
     with pytest.raises(ConfigError, match=r"'synthetic\.tile_sise'"):
         load_config(_write_yaml(tmp_path / "a.yaml", base | {"synthetic": {"tile_sise": 4}}))
-    with pytest.raises(ConfigError, match=r"synthetic\.size must be a int, found 'many'"):
+    with pytest.raises(
+        ConfigError, match=r"'synthetic\.size': found 'many'; input should be a valid integer"
+    ):
         load_config(_write_yaml(tmp_path / "b.yaml", base | {"synthetic": {"size": "many"}}))
     with pytest.raises(ConfigError, match="unknown config key 'nope'"):
         load_config(_write_yaml(tmp_path / "c.yaml", base), {"nope": 1})
@@ -314,16 +346,16 @@ def test_precision_and_compile_reach_the_degradation_model(setup, tmp_path, monk
     monkeypatch.setattr(Degradation, "compile", lambda self, **kwargs: compiled.append(self))
     fast = small_config(setup["naip"], setup["model"], tmp_path / "out", precision="bf16", compile=True)
     config = load_config(_write_yaml(tmp_path / "fast.yaml", fast))
-    model = _Models(config, echo=lambda _: None).degradation
+    model = BuildContext(config, echo=lambda _: None).degradation
     assert model.harmonization.precision == "bf16" and compiled == [model]
     default = load_config(
         _write_yaml(tmp_path / "d.yaml", small_config(setup["naip"], setup["model"], tmp_path))
     )
-    assert _Models(default, echo=lambda _: None).degradation.harmonization.precision == "fp32"
+    assert BuildContext(default, echo=lambda _: None).degradation.harmonization.precision == "fp32"
     assert len(compiled) == 1 and fingerprint(config) != fingerprint(
         config.with_overrides({"precision": "fp32"})
     )
-    with pytest.raises(ConfigError, match=r"precision must be one of fp32, bf16, found 'fp16'"):
+    with pytest.raises(ConfigError, match=r"'precision': found 'fp16'; input should be 'fp32' or 'bf16'"):
         load_config(_write_yaml(tmp_path / "bad.yaml", fast | {"precision": "fp16"}))
 
 

@@ -1,7 +1,7 @@
 """The cross-sensor pipeline on simulated pairs made from the real NAIP in ../shared/sample.
 
 No co-located NAIP + Sentinel-2 pair exists offline: the LR files are simulated
-(dataset_builder.simulate) with a known sub-pixel shift, a known gain/offset, and for the bad
+(dataset_builder.cross_sensor.simulate) with a known sub-pixel shift, a known gain/offset, and for the bad
 candidates a shift beyond the aligner's bound (QA1) or strong spectral noise (QA2). Corrupt,
 truncated and wrong-band files are written beside them and must become rejections.
 """
@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from rasterio.windows import Window
 
-from dataset_builder.cross_sensor import (
+from dataset_builder.cross_sensor.pairs import (
     CrossSensorConfig,
     CrossSensorResult,
     build_cross_sensor_pairs,
@@ -28,14 +28,10 @@ from dataset_builder.cross_sensor import (
     roi_grid,
     screen,
 )
-from dataset_builder.qa import check_qa1, check_qa2, spectral_angle
-from dataset_builder.simulate import SimulatedCandidate, simulate_candidates
-from dataset_builder.sources import (
-    acquisitions_from_folder,
-    acquisitions_from_stac,
-    pair_acquisitions,
-    parse_date,
-)
+from dataset_builder.cross_sensor.qa import check_qa1, check_qa2, spectral_angle
+from dataset_builder.cross_sensor.simulate import SimulatedCandidate, simulate_candidates
+from dataset_builder.sources.acquisitions import acquisitions_from_folder, pair_acquisitions, parse_date
+from dataset_builder.sources.stac_catalog import acquisitions_from_stac
 from sen2naip_hub.errors import InvalidImageError
 from sen2naip_hub.sensors import NAIP, SENTINEL2
 

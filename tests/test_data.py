@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 import torch
 
-from dataset_builder.records import PairRecord
-from dataset_builder.selection import iter_tiles
-from dataset_builder.splits import RoiSplitter, spatial_roi_id
-from dataset_builder.writer import write_dataset
+from dataset_builder.core.records import PairRecord
+from dataset_builder.core.splits import RoiSplitter, spatial_roi_id
+from dataset_builder.core.tiling import iter_tiles
+from dataset_builder.write.repo import write_dataset
 from sen2naip_hub.data import (
     DatasetFormatError,
     PairTorchDataset,

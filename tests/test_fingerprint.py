@@ -1,4 +1,5 @@
-"""The build's fingerprint: stable when nothing changed; new when the models or the code change.
+"""The build's fingerprints: stable when nothing changed; new for exactly the stages whose models, config
+or code changed; a resumed build restarts those stages and says so.
 
 Offline and without imagery or weights: the fingerprint only stats the model files and hashes the
 code, so a folder with two small files stands in for a converted Degradation model.
@@ -15,10 +16,13 @@ import pytest
 
 import dataset_builder
 import sen2naip_hub
-from dataset_builder import build
-from dataset_builder.build import BuildError, build_dataset, fingerprint, source_digest
-from dataset_builder.checkpoints import FINGERPRINT_FILE
-from dataset_builder.config import BuildConfig, from_dict
+from dataset_builder.build import build_dataset
+from dataset_builder.core import context
+from dataset_builder.core import fingerprint as fingerprints
+from dataset_builder.core.checkpoints import DONE_NAME, FINGERPRINT_FILE, Checkpoints
+from dataset_builder.core.config import BuildConfig, from_dict
+from dataset_builder.core.errors import BuildError
+from dataset_builder.core.fingerprint import STAGES, fingerprint, source_digest, stage_fingerprints
 from sen2naip_hub.convert import REPO_NAMES
 
 MODEL_FILES = ("config.json", "blur/model.safetensors")
@@ -88,39 +92,84 @@ def test_a_hub_repo_id_counts_by_its_name(tmp_path) -> None:
     assert fingerprint(first) == fingerprint(first) != fingerprint(second)
 
 
-def test_fingerprint_changes_with_a_local_clip_checkpoint(tmp_path) -> None:
+def _changed_stages(before: dict, after: dict) -> set[str]:
+    return {stage for stage in STAGES if before[stage] != after[stage]}
+
+
+def test_a_local_clip_checkpoint_changes_the_synthetic_stage_only(tmp_path) -> None:
     checkpoint = tmp_path / "clip.pt"
     checkpoint.write_bytes(b"weights")
     config = make_config(tmp_path, synthetic={"clip_pretrained": str(checkpoint)})
-    before = fingerprint(config)
+    before = stage_fingerprints(config)
     checkpoint.write_bytes(b"other weights")
-    assert fingerprint(config) != before
+    assert _changed_stages(before, stage_fingerprints(config)) == {"synthetic", "write"}
 
 
-def test_fingerprint_changes_with_the_code(model_config, monkeypatch) -> None:
+def test_a_config_change_reaches_its_stage_and_the_ones_after_it(tmp_path) -> None:
+    config = make_config(tmp_path)
+    before = stage_fingerprints(config)
+    assert _changed_stages(before, stage_fingerprints(config.with_overrides({"synthetic.size": 900}))) == {
+        "synthetic",
+        "write",
+    }
+    changed = _changed_stages(before, stage_fingerprints(config.with_overrides({"sources.max_days": 3})))
+    assert changed == set(STAGES)
+    assert stage_fingerprints(config.with_overrides({"out": str(tmp_path / "elsewhere")})) == before
+
+
+def test_the_code_of_one_stage_changes_that_stage_and_the_library_changes_all(
+    model_config, monkeypatch
+) -> None:
     config, _ = model_config
-    before = fingerprint(config)
-    assert build.code_digest() != "0" * 64
-    monkeypatch.setattr(build, "code_digest", lambda: "0" * 64)
-    assert fingerprint(config) != before
+    before = stage_fingerprints(config)
+    real = fingerprints.code_digest
+    monkeypatch.setattr(
+        fingerprints, "code_digest", lambda stage: "0" * 64 if stage == "synthetic" else real(stage)
+    )
+    assert _changed_stages(before, stage_fingerprints(config)) == {"synthetic"}
+    monkeypatch.setattr(fingerprints, "code_digest", lambda stage: "0" * 64)
+    assert _changed_stages(before, stage_fingerprints(config)) == set(STAGES)
 
 
-def test_code_digest_hashes_both_package_folders(monkeypatch) -> None:
+def test_code_digest_hashes_the_library_and_the_stage_folders(monkeypatch) -> None:
     seen: list[Path] = []
-    monkeypatch.setattr(build, "source_digest", lambda folder: seen.append(folder) or folder.name)
-    build.code_digest.__wrapped__()  # uncached
-    assert seen == [Path(sen2naip_hub.__file__).parent, Path(dataset_builder.__file__).parent]
+    monkeypatch.setattr(fingerprints, "source_digest", lambda folder: seen.append(folder) or folder.name)
+    fingerprints.code_digest.__wrapped__("cross_sensor")  # uncached
+    builder = Path(dataset_builder.__file__).parent
+    assert seen == [
+        Path(sen2naip_hub.__file__).parent,
+        builder / "core",
+        builder / "backends",
+        builder / "cross_sensor",
+    ]
 
 
-def test_code_digest_follows_an_edit_of_the_package(tmp_path, monkeypatch) -> None:
+def test_code_digest_follows_an_edit_of_the_installed_sources(tmp_path, monkeypatch) -> None:
     copy = shutil.copytree(
         Path(dataset_builder.__file__).parent, tmp_path / "pkg", ignore=shutil.ignore_patterns("__pycache__")
     )
     monkeypatch.setattr(dataset_builder, "__file__", str(copy / "__init__.py"))
-    before = build.code_digest.__wrapped__()
-    with (copy / "build.py").open("a") as f:
+    before = {stage: fingerprints.code_digest.__wrapped__(stage) for stage in STAGES}
+    with (copy / "synthetic" / "stage.py").open("a") as f:
         f.write("# an edit\n")
-    assert build.code_digest.__wrapped__() != before
+    after = {stage: fingerprints.code_digest.__wrapped__(stage) for stage in STAGES}
+    assert [stage for stage in STAGES if before[stage] != after[stage]] == ["synthetic"]
+
+
+def test_a_resumed_build_restarts_the_changed_stages_and_says_so(tmp_path) -> None:
+    old = {stage: {"code": "a", "config": "b", "inputs": "c", "models": "d"} for stage in STAGES}
+    store = Checkpoints.open(tmp_path, old, echo=lambda _: None)
+    for name in ("sources/files.json", "cross_sensor/pair-00000.npz", "synthetic/embed-00000.npz", DONE_NAME):
+        store.save_json(name, {})
+    new = old | {"synthetic": old["synthetic"] | {"code": "changed"}}
+    messages: list[str] = []
+    store = Checkpoints.open(tmp_path, new, echo=messages.append)
+    assert messages == [f"code changed since the checkpoints in {tmp_path} were made: restarting synthetic"]
+    assert store.has("sources/files.json") and store.has("cross_sensor/pair-00000.npz")
+    assert not store.has("synthetic/embed-00000.npz") and not store.has(DONE_NAME)
+    messages.clear()
+    Checkpoints.open(tmp_path, new, echo=messages.append)
+    assert messages == [] and store.has("cross_sensor/pair-00000.npz")
 
 
 def test_source_digest_covers_python_files_only(tmp_path) -> None:
@@ -149,10 +198,10 @@ def test_models_are_converted_before_the_build_is_fingerprinted(tmp_path, monkey
         for name in REPO_NAMES.values():
             fake_model(Path(out) / name)
 
-    monkeypatch.setattr(build, "convert_reference", convert)
+    monkeypatch.setattr(context, "convert_reference", convert)
     config = make_config(tmp_path, models=str(models))
     with pytest.raises(BuildError, match="no usable NAIP"):  # the empty NAIP folder stops it after
         build_dataset(config, progress=False, echo=lambda _: None)
     assert (models / REPO_NAMES["degradation"] / MODEL_FILES[0]).is_file()
     marker = json.loads((config.work_path / FINGERPRINT_FILE).read_text())
-    assert marker["fingerprint"] == fingerprint(config)
+    assert marker["stages"] == stage_fingerprints(config)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from dataset_builder.align import apply_shift
+from dataset_builder.cross_sensor.align import apply_shift
 from dataset_builder.fit.blur_search import (
     BlurSearchError,
     downsample_taps,

@@ -25,21 +25,18 @@ from typer.testing import CliRunner
 
 from dataset_builder.publish import (
     DEFAULT_ORG,
-    FIDELITY_FILE,
-    LIBRARY_SOURCE,
-    PYPROJECT,
     PublishError,
     RepoIds,
     Sources,
     check_staged,
-    commit_message,
     publish,
     publish_command,
-    render_space_readme,
-    space_repos_json,
     space_requirements,
     stage_all,
 )
+from dataset_builder.publish.cards import render_space_readme, space_repos_json
+from dataset_builder.publish.ids import commit_message
+from dataset_builder.publish.stage import FIDELITY_FILE, LIBRARY_SOURCE, PYPROJECT
 
 ORG = "acme"
 IDS = RepoIds(ORG)
@@ -78,7 +75,7 @@ def _front(path: Path) -> dict:
 
 
 def _dataset_files(dataset: Path) -> set[str]:
-    return {"README.md"} | {str(p.relative_to(dataset)) for p in dataset.glob("*/*.parquet")}
+    return {"README.md", "build.json"} | {str(p.relative_to(dataset)) for p in dataset.glob("*/*.parquet")}
 
 
 def test_dry_run_writes_every_repo_complete_and_consistent(sources, tmp_path):
@@ -243,9 +240,8 @@ def test_staged_space_runs_on_its_own_copy_of_the_library(sources, reference_dir
 
 def test_committed_space_readme_is_the_render_for_the_default_org():
     ids = RepoIds(DEFAULT_ORG)
-    assert (SPACE_DIR / "README.md").read_text() == render_space_readme(
-        ids
-    )  # python -m dataset_builder.publish
+    # refresh with: python -m dataset_builder.publish
+    assert (SPACE_DIR / "README.md").read_text() == render_space_readme(ids, converted=True)
     assert (SPACE_DIR / "repos.json").read_text() == space_repos_json(ids)
     assert (SPACE_DIR / "screenshot.png").stat().st_size > 10_000
 

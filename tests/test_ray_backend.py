@@ -16,8 +16,10 @@ import pytest
 from conftest import offline_hf
 from test_build import NAIP_DIR, _naip_folder, _write_yaml, digests, small_config
 
-from dataset_builder.build import MANIFEST_NAME, BuildError, build_dataset
-from dataset_builder.config import load_config
+from dataset_builder.build import build_dataset
+from dataset_builder.core.config import load_config
+from dataset_builder.core.errors import BuildError
+from dataset_builder.write.output import MANIFEST_NAME
 
 ray = pytest.importorskip("ray", reason="the optional ray extra is not installed")
 

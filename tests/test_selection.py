@@ -13,15 +13,9 @@ import numpy as np
 import pytest
 import torch
 
-from dataset_builder.selection import (
-    ClipEmbedder,
-    Selection,
-    SelectionError,
-    embed_tiles,
-    is_blank,
-    iter_tiles,
-    select_diverse,
-)
+from dataset_builder.core.tiling import is_blank, iter_tiles
+from dataset_builder.synthetic.clip import ClipEmbedder, embed_tiles
+from dataset_builder.synthetic.selection import Selection, SelectionError, select_diverse
 
 NAIP_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "sample" / "naip"
 #: Small real open_clip architecture (22 M image-encoder parameters) so the test runs in seconds.

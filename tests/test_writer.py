@@ -22,18 +22,12 @@ import pytest
 import yaml
 from huggingface_hub.utils import filter_repo_objects
 
-from dataset_builder.records import SPLIT_NAMES, PairRecord
-from dataset_builder.selection import iter_tiles
-from dataset_builder.splits import RoiSplitter, spatial_roi_id
-from dataset_builder.writer import (
-    DATASET_LICENSE,
-    ShardLimits,
-    WriterError,
-    pair_features,
-    push_dataset,
-    write_config,
-    write_dataset,
-)
+from dataset_builder.core.facts import DATASET_LICENSE
+from dataset_builder.core.records import SPLIT_NAMES, PairRecord
+from dataset_builder.core.splits import RoiSplitter, spatial_roi_id
+from dataset_builder.core.tiling import iter_tiles
+from dataset_builder.write.repo import push_dataset, write_dataset
+from dataset_builder.write.shards import ShardLimits, WriterError, pair_features, write_config
 from sen2naip_hub.errors import InvalidImageError
 from sen2naip_hub.io import lr_transform
 from sen2naip_hub.sensors import SCALE_FACTOR, reflectance_to_s2

@@ -15,7 +15,7 @@ so the search evaluates exactly the operator a :class:`BlurModel` applies.
 
 **Misalignment.** Real HR/LR pairs are off by a fraction of an LR pixel. A shift looks like extra
 blur and would bias σ upwards, so every pair is registered first, vectorised over pairs: a batched
-phase correlation (the method of :mod:`dataset_builder.align`, ported to torch) between the LR and
+phase correlation (:func:`dataset_builder.cross_sensor.align.estimate_shifts`, batched) between the LR and
 the HR degraded by a reference PSF (published σ) for each family × mode. A mode changes the phase
 centre of an LR pixel (nearest samples ``4i``; bilinear, bicubic and area centre on ``4i + 1.5``) and
 the Gumbel PSF is asymmetric, so each family × mode gets its own shift. The shift ``t`` (HR pixels)
@@ -45,6 +45,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from dataset_builder.cross_sensor.align import estimate_shifts
 from dataset_builder.fit._files import atomic_dir, write_json
 from sen2naip_hub import constants as _constants
 from sen2naip_hub import sensors as _sensors
@@ -63,7 +64,6 @@ __all__ = [
     "BlurSearchResult",
     "downsample_taps",
     "effective_kernels",
-    "estimate_shifts",
     "evaluate_grid",
     "plot_error_curves",
     "save_blur_search",
@@ -79,10 +79,6 @@ DEFAULT_SIGMA_GRID: tuple[float, ...] = tuple(round(1.0 + 0.1 * k, 1) for k in r
 DEFAULT_MAX_SHIFT_LR_PX: float = 1.0
 #: Lanczos window (lobes) of the shift interpolation: the usual a = 3 (Duchon 1979), 6 taps.
 LANCZOS_A: int = 3
-#: Phase-correlation refinement grid, 1/100 LR pixel (as :mod:`dataset_builder.align`), and its weighting
-#: (cycles/pixel; the value :mod:`dataset_builder.align` measured best on the real S2 sample).
-SHIFT_UPSAMPLE_FACTOR: int = 100
-SHIFT_LOWPASS_SIGMA: float = 0.1
 #: Default working-memory budget per chunk of pairs (bytes) for the two passes.
 DEFAULT_MEMORY_BUDGET: int = 1 << 30
 
@@ -155,61 +151,6 @@ def _interior(length: int, q0: int, n_taps: int, scale: int) -> tuple[int, int]:
     first = math.ceil(-q0 / scale)
     last = (length - 1 - (q0 + n_taps - 1)) // scale
     return first, last - first + 1
-
-
-# ----------------------------------------------------------------------------- registration
-def _signed(index: torch.Tensor, size: int) -> torch.Tensor:
-    return torch.where(index > size // 2, index - size, index).to(torch.float64)
-
-
-def estimate_shifts(
-    reference: torch.Tensor,
-    moving: torch.Tensor,
-    max_shift: float = DEFAULT_MAX_SHIFT_LR_PX,
-    upsample_factor: int = SHIFT_UPSAMPLE_FACTOR,
-    lowpass_sigma: float = SHIFT_LOWPASS_SIGMA,
-) -> torch.Tensor:
-    """``(N, 2)`` sub-pixel ``(dy, dx)`` of ``moving`` against ``reference`` (both ``(N, C, h, w)``).
-
-    Batched phase correlation (Guizar-Sicairos et al. 2008, with the band-summed, low-pass weighted
-    cross-power of :mod:`dataset_builder.align`): ``moving ≈ reference`` translated by ``(dy, dx)``.
-    The peak is searched within ``±max_shift`` and the result clipped to it.
-    """
-    ref = reference.to(torch.float64)
-    mov = moving.to(torch.float64)
-    ref = ref - ref.mean(dim=(-2, -1), keepdim=True)
-    mov = mov - mov.mean(dim=(-2, -1), keepdim=True)
-    n, _, h, w = ref.shape
-    win = torch.outer(
-        torch.hann_window(h, periodic=False, dtype=torch.float64, device=ref.device),
-        torch.hann_window(w, periodic=False, dtype=torch.float64, device=ref.device),
-    )
-    product = (torch.fft.fft2(mov * win) * torch.fft.fft2(ref * win).conj()).sum(dim=1)
-    magnitude = product.abs()
-    product = product / (magnitude + 1e-3 * magnitude.mean(dim=(-2, -1), keepdim=True) + 1e-300)
-    fy = torch.fft.fftfreq(h, dtype=torch.float64, device=ref.device)[:, None]
-    fx = torch.fft.fftfreq(w, dtype=torch.float64, device=ref.device)[None, :]
-    product = product * torch.exp(-0.5 * (fy**2 + fx**2) / lowpass_sigma**2)
-
-    surface = torch.fft.ifft2(product).real
-    rows = _signed(torch.arange(h, device=ref.device), h).abs()[:, None]
-    cols = _signed(torch.arange(w, device=ref.device), w).abs()[None, :]
-    allowed = (rows <= math.ceil(max_shift)) & (cols <= math.ceil(max_shift))
-    flat = torch.where(allowed, surface, -torch.inf).reshape(n, -1).argmax(dim=1)
-    coarse = torch.stack([_signed(flat // w, h), _signed(flat % w, w)], dim=1)
-
-    region = math.ceil(1.5 * upsample_factor)
-    centre = region // 2
-    offset = centre - coarse * upsample_factor  # (N, 2)
-    grid = torch.arange(region, dtype=torch.float64, device=ref.device)
-    fh = torch.fft.fftfreq(h, d=upsample_factor, dtype=torch.float64, device=ref.device)
-    fw = torch.fft.fftfreq(w, d=upsample_factor, dtype=torch.float64, device=ref.device)
-    row_k = torch.exp(2j * math.pi * (grid[None, :, None] - offset[:, 0, None, None]) * fh[None, None, :])
-    col_k = torch.exp(2j * math.pi * fw[None, :, None] * (grid[None, None, :] - offset[:, 1, None, None]))
-    fine_surface = (row_k @ product @ col_k).real.reshape(n, -1).argmax(dim=1)
-    fine = torch.stack([fine_surface // region, fine_surface % region], dim=1).to(torch.float64)
-    shift = coarse + (fine - centre) / upsample_factor
-    return shift.clamp(-max_shift, max_shift)
 
 
 # ----------------------------------------------------------------------------- grid
@@ -337,7 +278,7 @@ def register_pairs(
             for start in range(0, hr.shape[0], chunk):
                 sl = slice(start, start + chunk)
                 reference = _blur.blur_downsample(hr[sl], kernels, mode, scale)
-                out[sl, f, m] = estimate_shifts(reference, lr[sl], max_shift).cpu()
+                out[sl, f, m] = estimate_shifts(reference, lr[sl], max_shift=max_shift).cpu()
     return out
 
 

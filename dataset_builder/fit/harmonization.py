@@ -29,6 +29,7 @@ import torch
 from dataset_builder.fit._files import atomic_dir, atomic_file, write_json
 from dataset_builder.fit.pairs import Pairs
 from sen2naip_hub.errors import Sen2NaipError
+from sen2naip_hub.metrics import spectral_angle
 from sen2naip_hub.models.blur import BlurModel
 from sen2naip_hub.models.harmonization import HarmonizationModel
 
@@ -38,7 +39,6 @@ __all__ = [
     "lr_loss",
     "perturb_weights",
     "save_harmonization",
-    "spectral_angle",
     "train_harmonization",
 ]
 
@@ -47,6 +47,8 @@ __all__ = [
 DEFAULT_SAM_WEIGHT: float = 0.1
 #: Added to vector norms in the spectral angle (reflectance), so dark or zero pixels stay finite.
 _SAM_EPS: float = 1e-6
+#: Cosine clamp of the spectral-angle loss: keeps acos's gradient finite for parallel vectors.
+SAM_CLAMP_MARGIN: float = 1e-7
 _LATEST = "LATEST"
 
 
@@ -83,16 +85,10 @@ class TrainingState:
 
 
 # ----------------------------------------------------------------------------- losses
-def spectral_angle(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Per-pixel angle (radians) between the band vectors of ``a`` and ``b`` (``(B, C, H, W)`` each)."""
-    dot = (a * b).sum(1)
-    norm = a.norm(dim=1) * b.norm(dim=1) + _SAM_EPS
-    return torch.acos((dot / norm).clamp(-1 + 1e-7, 1 - 1e-7))
-
-
 def lr_loss(pred: torch.Tensor, target: torch.Tensor, sam_weight: float = DEFAULT_SAM_WEIGHT) -> torch.Tensor:
     """L1 + ``sam_weight`` × mean spectral angle, at LR resolution."""
-    return (pred - target).abs().mean() + sam_weight * spectral_angle(pred, target).mean()
+    angle = spectral_angle(pred, target, eps=_SAM_EPS, margin=SAM_CLAMP_MARGIN)
+    return (pred - target).abs().mean() + sam_weight * angle.mean()
 
 
 # ----------------------------------------------------------------------------- batches

@@ -5,7 +5,7 @@ Three sources, one result (:class:`Pairs`):
 - a folder of SEN2NAIP-layout ROI folders, ``ROI_0001/hr.tif`` (NAIP R, G, B, NIR; uint8 = DN/255 or
   uint16 = reflectance × 10000) + ``lr.tif`` (Sentinel-2 B04, B03, B02, B08, DN = reflectance × 10000)
   + ``metadata.json`` (read with ``sen2naip_hub.io``, rasterio imported lazily);
-- a ``datasets`` split (a folder written by ``dataset_builder.writer`` or a Hub repo id), through
+- a ``datasets`` split (a folder written by ``dataset_builder.write.shards`` or a Hub repo id), through
   :mod:`sen2naip_hub.data`;
 - an ``.npz`` with ``hr``, ``lr`` (float reflectance) and ``roi_ids`` (:func:`save_npz`): torch + numpy
   only, for machines without rasterio or ``datasets`` (the GPU machine).
@@ -16,7 +16,6 @@ complete tiles. Train / validation splits are by ROI (:func:`split_by_roi`, a st
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import dataclass, field
@@ -25,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from dataset_builder.core.splits import roi_unit_interval
 from sen2naip_hub.errors import Sen2NaipError
 
 __all__ = [
@@ -81,12 +81,6 @@ class Pairs:
         )
 
 
-def _unit_interval(roi_id: str, salt: str = SPLIT_SALT) -> float:
-    """ROI id → [0, 1), stable: sha256, first 8 bytes (as ``dataset_builder.splits``)."""
-    digest = hashlib.sha256(f"{salt}:{roi_id}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") / float(2**64)
-
-
 def split_by_roi(
     roi_ids: list[str], validation_fraction: float = DEFAULT_VALIDATION_FRACTION, salt: str = SPLIT_SALT
 ) -> tuple[list[int], list[int]]:
@@ -100,7 +94,7 @@ def split_by_roi(
     unique = sorted(set(roi_ids))
     if len(unique) < 2:
         raise PairSourceError(f"need at least 2 ROIs to split by ROI, found {unique}")
-    value = {roi: _unit_interval(roi, salt) for roi in unique}
+    value = {roi: roi_unit_interval(roi, salt) for roi in unique}
     val_rois = {roi for roi in unique if value[roi] < validation_fraction}
     if not val_rois:
         val_rois = {min(unique, key=value.get)}

@@ -15,7 +15,6 @@ is random per draw; the spectral-distribution figure uses the full model with no
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,8 +25,10 @@ import torch.nn.functional as F
 
 from dataset_builder.fit._files import atomic_file
 from sen2naip_hub.files import save_figure
+from sen2naip_hub.metrics import spectral_angle
+from sen2naip_hub.models.histogram import match_histograms
 
-__all__ = ["QuantileMatch", "lr_metrics", "plot_distributions", "render_report", "standard_baselines"]
+__all__ = ["HistogramMatch", "lr_metrics", "plot_distributions", "render_report", "standard_baselines"]
 
 BAND_NAMES: tuple[str, ...] = ("B04", "B03", "B02", "B08")
 #: Quantiles of the global histogram-match baseline (enough for smooth 16-bit-like mappings).
@@ -36,41 +37,31 @@ Predictor = Callable[[torch.Tensor], torch.Tensor]
 
 
 @dataclass
-class QuantileMatch:
-    """Per-band monotone mapping source quantiles → target quantiles (global histogram matching)."""
+class HistogramMatch:
+    """Global histogram matching as a baseline: each band of an input gets the histogram of the
+    training LR (all pairs pooled, as ``N_QUANTILES`` quantiles), by the library's matcher
+    (:func:`sen2naip_hub.models.histogram.match_histograms`)."""
 
-    source: torch.Tensor  # (C, Q)
-    target: torch.Tensor  # (C, Q)
+    target: torch.Tensor  # (C, Q) quantiles of the training LR per band
 
     @classmethod
-    def fit(cls, source: torch.Tensor, target: torch.Tensor, n: int = N_QUANTILES) -> QuantileMatch:
-        """From ``(N, C, h, w)`` source and target images (all pixels pooled per band)."""
+    def fit(cls, target: torch.Tensor, n: int = N_QUANTILES) -> HistogramMatch:
+        """From ``(N, C, h, w)`` training LR images (all pixels pooled per band)."""
         q = torch.linspace(0, 1, n, dtype=torch.float64)
-        src = source.transpose(0, 1).reshape(source.shape[1], -1).double()
-        dst = target.transpose(0, 1).reshape(target.shape[1], -1).double()
-        return cls(torch.quantile(src, q, dim=1).T.contiguous(), torch.quantile(dst, q, dim=1).T.contiguous())
+        pooled = target.transpose(0, 1).reshape(target.shape[1], -1).double()
+        return cls(torch.quantile(pooled, q, dim=1).T.contiguous())
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        out = torch.empty_like(x)
-        for c in range(x.shape[1]):
-            out[:, c] = _interp(x[:, c].double(), self.source[c], self.target[c]).to(x.dtype)
-        return out
-
-
-def _interp(x: torch.Tensor, xp: torch.Tensor, fp: torch.Tensor) -> torch.Tensor:
-    """``np.interp`` in torch (``xp`` increasing; ties collapse; clamped at both ends)."""
-    xp_np, fp_np = xp.numpy(), fp.numpy()
-    return torch.from_numpy(np.interp(x.numpy(), xp_np, fp_np))
+        reference = self.target.to(x.dtype)[None, :, None, :].expand(x.shape[0], -1, -1, -1)
+        return match_histograms(x, reference.contiguous())
 
 
 def lr_metrics(pred: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
     """MAE per band and mean (reflectance) and mean spectral angle (degrees) of ``(N, 4, h, w)`` tensors."""
-    from dataset_builder.fit.harmonization import spectral_angle
-
     mae = (pred - target).abs().mean(dim=(0, 2, 3))
     out = {f"mae_{b}": float(v) for b, v in zip(BAND_NAMES, mae, strict=True)}
     out["mae"] = float(mae.mean())
-    out["sam_deg"] = float(spectral_angle(pred.double(), target.double()).mean() * 180 / math.pi)
+    out["sam_deg"] = float(torch.rad2deg(spectral_angle(pred.double(), target.double())).nanmean())
     return out
 
 
@@ -78,7 +69,7 @@ def standard_baselines(train_hr: torch.Tensor, train_lr: torch.Tensor, blur) -> 
     """``identity``, ``bicubic`` and ``histogram match`` (fitted on the training pairs through ``blur``)."""
     scale = train_hr.shape[-1] // train_lr.shape[-1]
     with torch.no_grad():
-        match = QuantileMatch.fit(blur(train_hr), train_lr)
+        match = HistogramMatch.fit(train_lr)
 
     def identity(hr: torch.Tensor) -> torch.Tensor:
         return F.avg_pool2d(hr, scale)

@@ -33,6 +33,7 @@ from typing import Any
 
 import gradio as gr
 import numpy as np
+import torch
 from affine import Affine
 from matplotlib.figure import Figure
 from PIL import Image, UnidentifiedImageError
@@ -41,6 +42,7 @@ from rasterio.crs import CRS
 from sen2naip_hub import Degradation
 from sen2naip_hub.errors import InvalidImageError, Sen2NaipError, UnreadableFileError
 from sen2naip_hub.io import Raster, read_info, read_raster, write_raster
+from sen2naip_hub.metrics import spectral_angle
 from sen2naip_hub.models.harmonization import HARMONIZATION_MODES
 from sen2naip_hub.pipeline import degrade_raster
 from sen2naip_hub.sensors import N_BANDS, NAIP, SCALE_FACTOR, SENTINEL2
@@ -240,11 +242,11 @@ def compare(lr: np.ndarray, real: np.ndarray) -> dict[str, float]:
     a, b = a[:, valid], b[:, valid]
     if a.shape[1] == 0:
         return {"mae": float("nan"), "spectral_angle_deg": float("nan"), "pixels": 0}
-    cos = (a * b).sum(axis=0) / np.maximum(np.linalg.norm(a, axis=0) * np.linalg.norm(b, axis=0), 1e-12)
-    angle = np.degrees(np.arccos(np.clip(cos, -1.0, 1.0)))
+    vectors = (torch.from_numpy(a[:, :, None]), torch.from_numpy(b[:, :, None]))
+    angle = torch.rad2deg(spectral_angle(*vectors)).numpy()  # NaN for a zero vector: no direction
     return {
         "mae": float(np.abs(a - b).mean()),
-        "spectral_angle_deg": float(angle.mean()),
+        "spectral_angle_deg": float(np.nanmean(angle)) if np.isfinite(angle).any() else float("nan"),
         "pixels": a.shape[1],
     }
 

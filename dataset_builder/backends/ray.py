@@ -1,0 +1,158 @@
+"""The Ray backend: ``sen2naip build --backend ray [--address ...]`` runs each step's tasks on Ray Data.
+
+Every step of the plan (cross-sensor pairs, CLIP embedding per image, degradation per batch) becomes a
+Ray dataset of its tasks (one row each) mapped by a pool of :class:`TaskActor` s. An actor builds one
+:class:`~dataset_builder.core.context.BuildContext` (so the Degradation model and the CLIP encoder load
+once per actor) and runs each row through :func:`~dataset_builder.core.plan.run_task`, the function the
+local backend calls. Rows come back as checkpoint bytes and the driver writes them under the task's
+own name, whatever order they arrive in. The driver also runs what is not a task: listing the sources,
+the k-means++ selection and writing the dataset.
+
+Why the result equals the local backend's, byte for byte: every task gets the same arguments (batches
+are fixed by the plan, never by Ray's block sizes or scheduling), actors use the driver's number of
+torch CPU threads (:attr:`RayOptions.torch_threads`), and the selection and the writer are the local
+code. Floating-point kernels can still differ between machines (CPU vs GPU), as they do for the local
+backend run on two machines.
+
+On a remote cluster (``--address``) the workers must be able to import this package and read the input
+paths (a shared filesystem mounted at the same path); checkpoints and the dataset are written by the
+driver only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from dataset_builder.core.checkpoints import KILL_ENV, Checkpoints
+from dataset_builder.core.config import BuildConfig
+from dataset_builder.core.context import BuildContext
+from dataset_builder.core.errors import BuildError
+from dataset_builder.core.plan import Step, Task, check_step, run_task
+
+__all__ = ["INSTALL_HINT", "RayBackend", "RayOptions", "TaskActor", "require_ray"]
+
+#: What to run when Ray is missing.
+INSTALL_HINT: str = "pip install 'sen2naip-hub[ray]'"
+#: CPUs each actor asks Ray for.
+CPUS_PER_WORKER: float = 1.0
+
+
+@dataclass(frozen=True)
+class RayOptions:
+    """Where and how wide the Ray backend runs.
+
+    Attributes:
+        address: a Ray cluster address (``ray://host:10001``, ``auto``), or None for the cluster this
+            process is already connected to, else a new local one.
+        workers: actors in each pool; None: one per GPU of the cluster when it has GPUs and the
+            build's device is not ``cpu``, else one.
+        torch_threads: CPU threads of torch inside each actor; None: the driver's
+            ``torch.get_num_threads()``. CPU results depend on it (parallel reductions sum in another
+            order), so the default is what makes a CPU Ray build equal a local CPU build.
+    """
+
+    address: str | None = None
+    workers: int | None = None
+    torch_threads: int | None = None
+
+
+def require_ray() -> None:
+    """Raise :class:`BuildError` with the install line unless ``ray[data]`` can be imported."""
+    try:
+        import ray
+        import ray.data  # noqa: F401
+    except ImportError as err:
+        raise BuildError(f"the Ray backend needs Ray Data ({err.name} is missing): {INSTALL_HINT}") from err
+
+
+class TaskActor:
+    """Ray actor: one :class:`BuildContext` (models loaded once); each row is one task."""
+
+    def __init__(self, config: BuildConfig, torch_threads: int) -> None:
+        os.environ.pop(KILL_ENV, None)  # the kill-and-resume hook is for the driver only
+        torch.set_num_threads(torch_threads)
+        self.context = BuildContext(config, echo=lambda _: None)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        payloads = []
+        for name, runner, args in zip(batch["name"], batch["runner"], batch["args"], strict=True):
+            task = Task(str(name), str(runner), json.loads(str(args)))
+            payloads.append(run_task(task, self.context))
+        return {"name": batch["name"], "payload": np.array(payloads, dtype=object)}
+
+
+class RayBackend:
+    """Runs steps on the cluster at ``options.address`` (or a new local one, shut down by :meth:`close`)."""
+
+    def __init__(self, options: RayOptions | None = None) -> None:
+        require_ray()
+        self.options = options or RayOptions()
+        self._started = False
+
+    def _connect(self, context: BuildContext) -> None:
+        import ray
+
+        if self._started or ray.is_initialized():
+            return
+        ray.init(address=self.options.address, include_dashboard=False, log_to_driver=False)
+        context.echo(f"ray: connected to {self.options.address or 'a new local cluster'}")
+        self._started = True
+
+    def _pool_args(self, config: BuildConfig) -> dict[str, Any]:
+        """``map_batches`` resources of the actor pool: GPUs when the cluster has them and device allows."""
+        import ray
+        import ray.data
+
+        gpus = int(ray.cluster_resources().get("GPU", 0))
+        use_gpu = gpus > 0 and config.device != "cpu"
+        workers = self.options.workers or (gpus if use_gpu else 1)
+        args: dict[str, Any] = {
+            "compute": ray.data.ActorPoolStrategy(size=workers),
+            "num_cpus": CPUS_PER_WORKER,
+        }
+        if use_gpu:
+            args["num_gpus"] = 1
+        return args
+
+    def execute(self, step: Step, store: Checkpoints, context: BuildContext, progress: bool) -> None:
+        todo = step.todo(store)
+        if todo:
+            self._run(todo, step.title, store, context, progress)
+        check_step(step, store)
+
+    def _run(
+        self, todo: list[Task], title: str, store: Checkpoints, context: BuildContext, progress: bool
+    ) -> None:
+        import ray.data
+
+        context.convert_if_missing()  # on the driver, once, before actors try to load the model
+        self._connect(context)
+        ray.data.DataContext.get_current().enable_progress_bars = False
+        threads = self.options.torch_threads or torch.get_num_threads()
+        items = [{"name": t.name, "runner": t.runner, "args": json.dumps(t.args)} for t in todo]
+        dataset = ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
+            TaskActor,
+            batch_size=1,
+            batch_format="numpy",
+            fn_constructor_kwargs={"config": context.config, "torch_threads": threads},
+            **self._pool_args(context.config),
+        )
+        with tqdm(total=len(todo), desc=f"{title} (ray)", unit="task", disable=not progress) as bar:
+            for row in dataset.iter_rows():
+                store.save_bytes(str(row["name"]), bytes(row["payload"]))
+                bar.update()
+
+    def close(self) -> None:
+        """Shut down the cluster this backend started (one it connected to keeps running)."""
+        if self._started:
+            import ray
+
+            ray.shutdown()
+            self._started = False

@@ -1,0 +1,88 @@
+"""What a running task may use: the config and the models, each loaded once per process (or Ray actor)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from dataset_builder.core.config import BuildConfig, expand_env
+from dataset_builder.core.errors import BuildError
+from dataset_builder.core.fingerprint import degradation_source
+from sen2naip_hub.convert import convert_reference, reference_is_converted
+
+__all__ = ["CROSS_SENSOR_HARMONIZATION", "BuildContext", "Echo", "resolve_device"]
+
+Echo = Callable[[str], None]
+
+#: Harmonization inside the cross-sensor ``degrade`` (see :meth:`BuildContext.degrade_noiseless`).
+CROSS_SENSOR_HARMONIZATION: str = "none"
+
+
+def resolve_device(name: str) -> str:
+    """``auto`` → ``cuda`` when available, else ``cpu``; ``cuda`` without CUDA is a :class:`BuildError`."""
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise BuildError(f"device {name}: CUDA is not available on this machine (use --device cpu)")
+    return name
+
+
+class BuildContext:
+    """The config, the device, and models loaded on first use and kept (one per worker process)."""
+
+    def __init__(self, config: BuildConfig, echo: Echo = print) -> None:
+        self.config, self.echo = config, echo
+        self.device = resolve_device(config.device)
+        self._cache: dict[str, Any] = {}
+
+    def cached(self, key: str, factory: Callable[[], Any]) -> Any:
+        """``factory()`` the first time ``key`` is asked for, the same object after that."""
+        if key not in self._cache:
+            self._cache[key] = factory()
+        return self._cache[key]
+
+    @property
+    def degradation_id(self) -> str:
+        return degradation_source(self.config)
+
+    def convert_if_missing(self) -> None:
+        """Convert the published weights into ``models`` when the build uses that folder and it lacks
+        them (a :class:`BuildError` when ``convert_models`` is off)."""
+        models = Path(expand_env(self.config.models))
+        if self.config.degradation_model or reference_is_converted(models):
+            return
+        if not self.config.convert_models:
+            raise BuildError(f"{models}: no converted models; run `sen2naip convert-reference`")
+        self.echo(f"converting the published SEN2NAIP weights into {models}/ ...")
+        convert_reference(models)
+
+    @property
+    def degradation(self):
+        """The Degradation model on :attr:`device`, with the config's precision (and compiled if asked)."""
+        return self.cached("degradation", self._load_degradation)
+
+    def _load_degradation(self):
+        from sen2naip_hub.models import Degradation
+
+        self.convert_if_missing()
+        model = Degradation.from_pretrained(self.degradation_id).to(self.device).eval()
+        model.harmonization.precision = self.config.precision
+        if self.config.compile:
+            model.compile()
+        return model
+
+    def degrade_noiseless(self, hr: torch.Tensor) -> torch.Tensor:
+        """The cross-sensor ``degrade`` callable: the model's blur + ×4 downsampling (δ) only.
+
+        No harmonization: the cross-sensor pipeline matches the HR's histograms to the real LR itself
+        (and the simulation's gains stand in for it), so a learned λ on top would apply it twice.
+        No noise: co-registration and QA compare against a clean prediction. The input is clamped to
+        [0, 1] first: the simulation's sub-pixel shift (spline interpolation) overshoots by a few
+        percent at sharp edges, which the model would refuse. NaN stays NaN.
+        """
+        with torch.inference_mode():
+            hr = hr.clamp(0.0, 1.0).to(self.device)
+            return self.degradation(hr, harmonization=CROSS_SENSOR_HARMONIZATION, noise=False).lr.cpu()

@@ -1,0 +1,74 @@
+"""The builder's facts: published SEN2NAIP values and the project's own choices, each once, with its source.
+
+Everything a stage needs as a default or threshold is a named constant here; functions take these as
+defaults and never repeat them as literals. Sensor facts (band names, pixel sizes, DN scaling) live in
+:mod:`sen2naip_hub.sensors`, model facts in :mod:`sen2naip_hub.constants`.
+"""
+
+from __future__ import annotations
+
+from sen2naip_hub.sensors import NAIP, SCALE_FACTOR
+
+# ---------------------------------------------------------------------------------------- geometry
+#: ROI side in HR pixels: SEN2NAIP's 484 × 484 NAIP px at 2.5 m ↔ 121 × 121 Sentinel-2 px at 10 m
+#: (Aybar et al. 2024; the v1 release's ``hr.tif`` / ``lr.tif``).
+SEN2NAIP_ROI_HR_PX: int = 484
+#: The same ROI in LR pixels.
+SEN2NAIP_ROI_LR_PX: int = SEN2NAIP_ROI_HR_PX // SCALE_FACTOR
+#: HR pixel size the ROI grid assumes (NAIP resampled to 2.5 m, so that LR pixels are 10 m).
+SEN2NAIP_HR_RESOLUTION_M: float = NAIP.resolution_m
+
+#: Pixel sizes (metres) a source may have, per sensor, checked at the sources stage. NAIP is flown at
+#: 0.6-2 m (1 m before 2016; 0.6 m since) and SEN2NAIP resampled it to 2.5 m; the project's sample is
+#: NAIP resampled to 5 m, so up to 6 m is accepted. Sentinel-2's visible/NIR bands are 10 m; simulated
+#: candidates of the 5 m sample are 20 m, so up to 25 m is accepted. Anything else (NAIP at 30 m, a
+#: degree grid) is rejected by name.
+PIXEL_SIZE_RANGE_M: dict[str, tuple[float, float]] = {"NAIP": (0.3, 6.0), "Sentinel-2": (5.0, 25.0)}
+
+# ---------------------------------------------------------------------------------------- pairing
+#: Largest NAIP ↔ Sentinel-2 acquisition gap, days. SEN2NAIP v1 paired same-day images ("one day"
+#: threshold, per the SEN2NAIPv2 dataset card, which widened it to two days).
+SEN2NAIP_MAX_DAYS: int = 1
+
+# ---------------------------------------------------------------------------------------- screening
+#: Largest nodata share of a synthetic tile: SEN2NAIP's synthetic ROIs are complete NAIP tiles.
+SYNTHETIC_MAX_NODATA_FRACTION: float = 0.0
+#: Largest nodata share of a cross-sensor ROI (HR or LR, whichever is larger). A project choice: real
+#: Sentinel-2 scene edges clip ROI corners; 10 % tolerates a clipped corner while QA still has most of
+#: the ROI to judge. (Synthetic tiles need no such tolerance: the HR alone decides.)
+CROSS_SENSOR_MAX_NODATA_FRACTION: float = 0.10
+#: A tile whose every band has a standard deviation below one NAIP count (1/255 reflectance) is blank.
+MIN_BAND_STD: float = 1.0 / NAIP.dn_scale
+#: Largest cloudy share of an LR ROI for sources without a scene classification (brightness screen).
+MAX_CLOUD_FRACTION: float = 0.05
+#: Per-pixel brightness cloud test on Sentinel-2 L2A reflectance: red B04 above 0.25 (the upper
+#: threshold of Sen2Cor's first cloud test, Sen2Cor ATBD step 1) and blue B02 above 0.20.
+CLOUD_RED_REFLECTANCE: float = 0.25
+CLOUD_BLUE_REFLECTANCE: float = 0.20
+
+# ---------------------------------------------------------------------------------------- QA
+#: QA1: largest residual misalignment kept, LR pixels (SEN2NAIP cross-sensor QA, Aybar et al. 2024).
+QA1_MAX_RESIDUAL_LR_PX: float = 1.0
+#: QA2: largest mean spectral angle kept between degraded HR and LR, degrees (same source).
+QA2_MAX_SPECTRAL_ANGLE_DEG: float = 2.0
+
+# ---------------------------------------------------------------------------------------- selection
+#: open_clip architecture used by default (CLIP ViT-B/32; SEN2NAIP embedded tiles with CLIP).
+DEFAULT_CLIP_MODEL: str = "ViT-B-32"
+#: Images per forward pass of the image encoder.
+DEFAULT_EMBED_BATCH_SIZE: int = 32
+#: k-means restarts (scikit-learn ``n_init``); the best inertia wins.
+KMEANS_N_INIT: int = 10
+
+# ---------------------------------------------------------------------------------------- licenses
+#: License of the datasets this project writes: that of the original SEN2NAIP release
+#: (``isp-uv-es/SEN2NAIP`` on the Hub: "License: cc-by-4.0").
+DATASET_LICENSE: str = "cc-by-4.0"
+#: Credit lines per data source, printed in a dataset card only for the sources a build used.
+SOURCE_CREDITS: dict[str, str] = {
+    "naip": "NAIP imagery: USDA Farm Production and Conservation Business Center, public domain.",
+    "sentinel-2": (
+        "Sentinel-2 imagery: Copernicus Sentinel data, free and open under the Copernicus data "
+        'policy; attribution "Contains modified Copernicus Sentinel data".'
+    ),
+}

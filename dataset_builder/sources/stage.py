@@ -1,0 +1,146 @@
+"""Stage 1, sources: list the NAIP and Sentinel-2 files, date them, and check each one through.
+
+A file is kept only if it is a georeferenced 4-band GeoTIFF of its sensor, in a projected CRS in
+metres, with a pixel size that fits the sensor (:data:`~dataset_builder.core.facts.PIXEL_SIZE_RANGE_M`),
+that decodes completely and has at least one valid pixel. Anything else (no date, unreadable, corrupt,
+truncated, wrong band count or order, no CRS, a degree grid, NAIP at 30 m, all nodata) is left out with
+its reason in the manifest; nothing stops the build but having no usable NAIP at all.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Any
+
+from rasterio._err import CPLE_BaseError
+from rasterio.errors import RasterioError
+from rasterio.windows import Window
+from tqdm.auto import tqdm
+
+from dataset_builder.core.checkpoints import Checkpoints
+from dataset_builder.core.config import BuildConfig, FolderSource, expand_env
+from dataset_builder.core.errors import BuildError
+from dataset_builder.core.facts import PIXEL_SIZE_RANGE_M
+from dataset_builder.core.plan import failure_reason
+from dataset_builder.sources.acquisitions import Acquisition, parse_date
+from dataset_builder.sources.stac_catalog import acquisitions_from_stac
+from sen2naip_hub.errors import AllNodataError, InvalidImageError, Sen2NaipError, UnreadableFileError
+from sen2naip_hub.io import RasterInfo, read_info, read_raster
+from sen2naip_hub.sensors import N_BANDS, NAIP, SENTINEL2, Sensor
+
+__all__ = ["CHECKPOINT", "check_grid", "check_input_file", "stage_sources", "usable_acquisitions"]
+
+#: The stage's checkpoint: the manifest entry of every input file.
+CHECKPOINT: str = "sources/files.json"
+#: Rows read at once when checking that an input file decodes completely.
+CHECK_STRIP_ROWS: int = 1024
+_FILE_ERRORS = (Sen2NaipError, RasterioError, CPLE_BaseError, OSError)
+
+
+def check_grid(info: RasterInfo, sensor: Sensor) -> None:
+    """Raise :class:`InvalidImageError` unless the grid is projected, in metres, at ``sensor``'s scale."""
+    if info.crs is None:
+        raise InvalidImageError(f"{info.path}: no CRS; a georeferenced GeoTIFF is needed")
+    if not info.crs.is_projected:
+        raise InvalidImageError(
+            f"{info.path}: CRS {info.crs.to_string()} is not projected (degrees); reproject it to its "
+            "UTM zone in metres first (e.g. gdalwarp -t_srs EPSG:326NN)"
+        )
+    units = (info.crs.linear_units or "").lower()
+    if units not in ("metre", "meter", "m"):
+        raise InvalidImageError(f"{info.path}: CRS units are {units or 'unknown'!r}, expected metres")
+    low, high = PIXEL_SIZE_RANGE_M[sensor.name]
+    size = max(abs(info.transform.a), abs(info.transform.e))
+    if not low <= size <= high:
+        raise InvalidImageError(
+            f"{info.path}: pixel size {size:g} m does not fit {sensor.name} (expected {low:g}-{high:g} m)"
+        )
+
+
+def check_input_file(path: Path, sensor: Sensor) -> None:
+    """Raise a typed error unless ``path`` is a usable image of ``sensor`` (see the module docstring)."""
+    info = read_info(path)
+    if info.count != N_BANDS:
+        raise InvalidImageError(
+            f"{path}: expected {N_BANDS} bands ({', '.join(sensor.all_bands)}), found {info.count}"
+        )
+    if any(info.band_names) and tuple(info.band_names) != sensor.all_bands:
+        found = ", ".join(str(n) for n in info.band_names)
+        raise InvalidImageError(f"{path}: expected bands {', '.join(sensor.all_bands)}, found {found}")
+    check_grid(info, sensor)
+    if not _has_valid_pixel(path, sensor, info):
+        raise InvalidImageError(f"{path}: every pixel is nodata")
+
+
+def _has_valid_pixel(path: Path, sensor: Sensor, info: RasterInfo) -> bool:
+    """Read the file strip by strip (so a truncated file fails here); True once a valid pixel is seen."""
+    found = False
+    for row in range(0, info.height, CHECK_STRIP_ROWS):
+        window = Window(0, row, info.width, min(CHECK_STRIP_ROWS, info.height - row))
+        try:
+            read_raster(path, sensor, window=window)
+            found = True
+        except AllNodataError:
+            continue
+        except (RasterioError, CPLE_BaseError) as err:
+            raise UnreadableFileError(f"{path}: corrupt or truncated ({err})") from err
+    return found
+
+
+def _candidate_files(source: FolderSource, sensor: Sensor) -> list[tuple[Path, str | None]]:
+    """``(path, ISO date or None)`` of every file of a source (STAC items carry their date)."""
+    if source.stac:
+        acquisitions = acquisitions_from_stac(expand_env(source.stac), sensor, source.asset_key)
+        return [(acq.path, acq.date.isoformat()) for acq in acquisitions]
+    if not source.folder:
+        return []
+    folder = Path(expand_env(source.folder))
+    if not folder.is_dir():
+        raise BuildError(f"{folder}: no such folder ({sensor.name} source)")
+    return [(path, None) for path in sorted(folder.glob(source.pattern))]
+
+
+def _screen_file(path: Path, date: str | None, sensor: Sensor) -> dict[str, Any]:
+    """The manifest entry of one input file: ``status`` ok (with its date) or rejected (with why)."""
+    entry: dict[str, Any] = {"stage": "sources", "sensor": sensor.name, "id": path.name, "path": str(path)}
+    try:
+        date = date or parse_date(path).isoformat()
+        check_input_file(path, sensor)
+    except _FILE_ERRORS as err:
+        return entry | {"status": "rejected", "reason": failure_reason(err)}
+    return entry | {"status": "ok", "date": date}
+
+
+def stage_sources(config: BuildConfig, store: Checkpoints, progress: bool) -> list[dict[str, Any]]:
+    """Stage 1; returns the manifest entries of every input file (checkpoint :data:`CHECKPOINT`)."""
+    if store.has(CHECKPOINT):
+        return store.load_json(CHECKPOINT)
+    files = [(p, d, NAIP) for p, d in _candidate_files(config.sources.naip, NAIP)]
+    files += [(p, d, SENTINEL2) for p, d in _candidate_files(config.sources.s2, SENTINEL2)]
+    entries = [
+        _screen_file(p, d, s) for p, d, s in tqdm(files, desc="sources", unit="file", disable=not progress)
+    ]
+    if not any(e["sensor"] == NAIP.name and e["status"] == "ok" for e in entries):
+        where = config.sources.naip.folder or config.sources.naip.stac
+        raise BuildError(
+            f"{expand_env(str(where))}: no usable NAIP GeoTIFF (found {len(entries)} file(s)); point "
+            "sources.naip at a folder of 4-band NAIP GeoTIFFs (the sample: set SEN2NAIP_SAMPLE_DIR)"
+        )
+    store.save_json(CHECKPOINT, entries)
+    return entries
+
+
+def acquisition(entry: dict[str, Any], sensor: Sensor) -> Acquisition:
+    """The :class:`Acquisition` of a kept file's manifest entry (header read again)."""
+    info = read_info(entry["path"])
+    left, top = info.transform @ (0, 0)
+    right, bottom = info.transform @ (info.width, info.height)
+    bounds = (min(left, right), min(top, bottom), max(left, right), max(top, bottom))
+    return Acquisition(Path(entry["path"]), sensor, dt.date.fromisoformat(entry["date"]), info.crs, bounds)
+
+
+def usable_acquisitions(entries: list[dict[str, Any]], sensor: Sensor) -> list[Acquisition]:
+    """The kept files of ``sensor``, as acquisitions sorted by date and name."""
+    chosen = [e for e in entries if e["sensor"] == sensor.name and e["status"] == "ok"]
+    return sorted((acquisition(e, sensor) for e in chosen), key=lambda a: (a.date, a.path.name))

@@ -1,0 +1,246 @@
+"""Stage 3, synthetic: tile + CLIP per image (tasks) → k-means++ (driver) → degrade per batch (tasks).
+
+1. one task per kept NAIP image (sorted by file name): cut its world-grid tiles, drop blank ones
+   (:mod:`dataset_builder.core.tiling`, reason recorded), embed the RGB of the others with open_clip in
+   batches of ``synthetic.embed_batch_size`` → ``synthetic/embed-NNNNN.npz``;
+2. on the driver, :func:`select` runs :func:`~dataset_builder.synthetic.selection.select_diverse` over
+   every embedding in image order → ``synthetic/selection.json``;
+3. one task per batch of ``batch_size`` selected tiles: read them, degrade with the Degradation model
+   (harmonization and blur batched), draw each tile's noise from a generator seeded by :func:`tile_seed`
+   (the build seed and the tile id, so a tile's noise never depends on its batch) →
+   ``synthetic/degrade-NNNNN.npz``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from rasterio.windows import Window
+
+from dataset_builder.core.checkpoints import Checkpoints, encode_arrays, encode_records
+from dataset_builder.core.config import BuildConfig
+from dataset_builder.core.context import BuildContext, Echo
+from dataset_builder.core.errors import BuildError
+from dataset_builder.core.plan import Step, Task
+from dataset_builder.core.records import PairRecord
+from dataset_builder.core.splits import RoiSplitter, spatial_roi_id
+from dataset_builder.core.tiling import split_tiles
+from dataset_builder.synthetic.selection import select_diverse
+from sen2naip_hub.io import lr_transform, read_raster
+from sen2naip_hub.sensors import NAIP, reflectance_to_s2
+
+__all__ = [
+    "SELECTION_CHECKPOINT",
+    "manifest_entries",
+    "plan_degrade",
+    "plan_embed",
+    "run_degrade",
+    "run_embed",
+    "select",
+    "tile_seed",
+]
+
+#: The k-means++ selection, made on the driver once every image is embedded.
+SELECTION_CHECKPOINT: str = "synthetic/selection.json"
+#: Bits of a tile's noise seed (torch generators take 64-bit seeds; 63 keeps it a positive int64).
+SEED_BITS: int = 63
+
+
+def tile_seed(seed: int, tile_id: str) -> int:
+    """The noise seed of one tile: sha256 of the build seed and the tile id, as a 63-bit integer.
+
+    >>> tile_seed(0, "m_x_20090818_r000000_c000128") == tile_seed(0, "m_x_20090818_r000000_c000128")
+    True
+    """
+    digest = hashlib.sha256(f"{seed}:{tile_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") >> (64 - SEED_BITS)
+
+
+def _naip_entries(sources: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    naip = [e for e in sources if e["sensor"] == NAIP.name and e["status"] == "ok"]
+    return sorted(naip, key=lambda e: Path(e["path"]).name)
+
+
+# ---------------------------------------------------------------------------- 1. tile + CLIP
+def plan_embed(config: BuildConfig, sources: list[dict[str, Any]]) -> Step:
+    """One task per kept NAIP image, in file-name order."""
+    if not config.synthetic.enabled:
+        return Step("synthetic: tile + CLIP", ())
+    tasks = tuple(
+        Task(f"synthetic/embed-{i:05d}.npz", f"{__name__}:run_embed", {"path": e["path"]})
+        for i, e in enumerate(_naip_entries(sources))
+    )
+    return Step("synthetic: tile + CLIP", tasks)
+
+
+def _embedder(context: BuildContext):
+    from dataset_builder.synthetic.clip import ClipEmbedder
+
+    synthetic = context.config.synthetic
+    return ClipEmbedder(
+        synthetic.clip_model,
+        pretrained=synthetic.clip_pretrained,
+        device=context.device,
+        batch_size=synthetic.embed_batch_size,
+        seed=context.config.seed,
+    )
+
+
+def run_embed(args: dict[str, Any], context: BuildContext) -> bytes:
+    """Task runner: one image's tiles → manifest entries of the blank ones, ids and embeddings of the rest."""
+    synthetic = context.config.synthetic
+    tiles, blanks = split_tiles(args["path"], synthetic.tile_size)
+    embedder = context.cached("clip", lambda: _embedder(context))
+    batch = synthetic.embed_batch_size
+    chunks = [embedder.embed([t.data[:3] for t in tiles[i : i + batch]]) for i in range(0, len(tiles), batch)]
+    embeddings = np.concatenate(chunks) if chunks else np.zeros((0, 0), dtype=np.float32)
+    meta = {"path": args["path"], "tiles": [[t.tile_id, t.row, t.col] for t in tiles], "blank": blanks}
+    return encode_arrays(meta, embeddings=embeddings.astype(np.float32))
+
+
+# ---------------------------------------------------------------------------- 2. k-means++
+def select(config: BuildConfig, store: Checkpoints, step: Step, echo: Echo) -> dict[str, Any]:
+    """The selection over every embedded image (checkpoint :data:`SELECTION_CHECKPOINT`)."""
+    if store.has(SELECTION_CHECKPOINT):
+        return store.load_json(SELECTION_CHECKPOINT)
+    ids, vectors, where = [], [], {}
+    for name in step.names:
+        if store.rejection(name):
+            continue
+        meta, arrays = store.load_arrays(name)
+        for (tile_id, row, col), vector in zip(meta["tiles"], arrays["embeddings"], strict=True):
+            ids.append(tile_id)
+            vectors.append(vector)
+            where[tile_id] = [meta["path"], row, col]
+    if not ids:
+        raise BuildError("synthetic: every NAIP tile is blank; nothing to select")
+    size, clusters = min(config.synthetic.size, len(ids)), min(config.synthetic.n_clusters, len(ids))
+    if size < config.synthetic.size:
+        echo(f"synthetic: only {len(ids)} non-blank tiles; selecting all of them")
+    selection = select_diverse(ids, np.stack(vectors), size, clusters, seed=config.seed)
+    chosen = [
+        {"tile_id": t, "path": where[t][0], "row": where[t][1], "col": where[t][2]}
+        for t in selection.tile_ids
+    ]
+    value = {"selected": chosen, "labels": selection.labels}
+    store.save_json(SELECTION_CHECKPOINT, value)
+    return value
+
+
+# ---------------------------------------------------------------------------- 3. degradation
+def plan_degrade(config: BuildConfig, selected: list[dict[str, Any]], sources: list[dict[str, Any]]) -> Step:
+    """One task per ``batch_size`` consecutive selected tiles (with their images' dates)."""
+    dates = {e["path"]: e["date"] for e in _naip_entries(sources)}
+    size = config.batch_size
+    batches = [selected[i : i + size] for i in range(0, len(selected), size)]
+    tasks = tuple(
+        Task(
+            f"synthetic/degrade-{i:05d}.npz",
+            f"{__name__}:run_degrade",
+            {"tiles": batch, "dates": {c["path"]: dates[c["path"]] for c in batch}},
+        )
+        for i, batch in enumerate(batches)
+    )
+    return Step("synthetic: degrade", tasks)
+
+
+def _noisy(model, lr: torch.Tensor, tile_id: str, seed: int, device: str) -> torch.Tensor:
+    generator = torch.Generator(device=device).manual_seed(tile_seed(seed, tile_id))
+    return model.noise(lr, generator)
+
+
+def run_degrade(args: dict[str, Any], context: BuildContext) -> bytes:
+    """Task runner: one batch of selected tiles → their records (noise seeded per tile)."""
+    config, chosen = context.config, args["tiles"]
+    size, synthetic = config.synthetic.tile_size, config.synthetic
+    rasters = [read_raster(c["path"], NAIP, window=Window(c["col"], c["row"], size, size)) for c in chosen]
+    hr = torch.from_numpy(np.stack([r.data for r in rasters])).to(context.device)
+    model = context.degradation
+    with torch.inference_mode():
+        lr = model(hr, noise=False, harmonization=synthetic.harmonization).lr
+        if synthetic.noise:
+            lr = torch.cat(
+                [
+                    _noisy(model, lr[i : i + 1], c["tile_id"], config.seed, context.device)
+                    for i, c in enumerate(chosen)
+                ]
+            )
+    lr = lr.float().cpu().numpy()
+    records = [
+        _record(raster, lr[i], args["dates"][c["path"]], model.scale, context.degradation_id)
+        for i, (c, raster) in enumerate(zip(chosen, rasters, strict=True))
+    ]
+    ids = [{"id": c["tile_id"], "roi_id": r.roi_id} for c, r in zip(chosen, records, strict=True)]
+    return encode_records(records, ids)
+
+
+def _record(raster, lr: np.ndarray, date: str, scale: int, model_id: str) -> PairRecord:
+    crs = raster.crs.to_wkt()
+    size = raster.data.shape[-1]
+    return PairRecord(
+        roi_id=spatial_roi_id(crs, raster.transform, size, size),
+        hr=reflectance_to_s2(raster.data),
+        lr=reflectance_to_s2(lr),
+        crs=crs,
+        hr_transform=tuple(raster.transform.to_gdal()),
+        lr_transform=tuple(lr_transform(raster.transform, scale).to_gdal()),
+        hr_date=dt.date.fromisoformat(date),
+        lr_date=None,
+        qa1=math.nan,
+        qa2=math.nan,
+        shift_x=0.0,
+        shift_y=0.0,
+        degradation_model=model_id,
+        source="real",
+    )
+
+
+# ---------------------------------------------------------------------------- manifest
+def manifest_entries(
+    embed: Step, degrade: Step, store: Checkpoints, splitter: RoiSplitter
+) -> list[dict[str, Any]]:
+    """Every tile's entry: blank, rejected with its image or batch, not selected, or kept with its split."""
+    if not embed.tasks:
+        return []
+    labels = store.load_json(SELECTION_CHECKPOINT)["labels"]
+    kept, failed = {}, {}
+    for task in degrade.tasks:
+        reason = store.rejection(task.name)
+        for tile in task.args["tiles"] if reason else ():
+            failed[tile["tile_id"]] = reason
+        for entry in () if reason else store.load_meta(task.name)["extra"]:
+            kept[entry["id"]] = entry["roi_id"]
+    entries = []
+    for task in embed.tasks:
+        reason = store.rejection(task.name)
+        if reason:
+            entries.append({"id": Path(task.args["path"]).name, "status": "rejected", "reason": reason})
+            continue
+        meta, _ = store.load_arrays(task.name)
+        entries += meta["blank"]
+        for tile_id, _row, _col in meta["tiles"]:
+            entries.append(
+                _tile_entry(tile_id, labels[tile_id], kept.get(tile_id), failed.get(tile_id), splitter)
+            )
+    return [{"stage": "synthetic", "config": "synthetic"} | e for e in entries]
+
+
+def _tile_entry(
+    tile_id: str, cluster: int, roi: str | None, failure: str | None, splitter: RoiSplitter
+) -> dict[str, Any]:
+    if roi is not None:
+        return {
+            "id": tile_id,
+            "status": "kept",
+            "roi_id": roi,
+            "split": splitter.split_of(roi),
+            "cluster": cluster,
+        }
+    reason = failure or f"not selected: cluster {cluster}'s share of the diversity quota was filled"
+    return {"id": tile_id, "status": "rejected", "reason": reason}
