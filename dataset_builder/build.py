@@ -126,7 +126,8 @@ def build_dataset(
     Raises:
         BuildError: no usable NAIP input, ``out`` is a folder this build did not write, no row kept,
             every item of a step failing, CUDA asked for but missing, an unknown ``backend``, Ray
-            asked for but not installed, another build running in the same work folder.
+            asked for but not installed, another build running in the same work folder, a write that
+            failed (disk full, file too large, read-only).
         ConfigError: an invalid setting found late (e.g. a path variable not set).
     """
     runner = make_backend(backend, address)
@@ -136,6 +137,12 @@ def build_dataset(
     try:
         with work_lock(work):
             return _build(config, out, work, context, runner, progress)
+    except OSError as err:  # the machine's fault, not an item's (those are rejected inside the plan)
+        where = f" ({err.filename})" if err.filename else ""
+        raise BuildError(
+            f"{err.strerror or err}{where}: the build stopped; {out} is unchanged and the checkpoints in "
+            f"{work} are kept: fix the cause and run the same command again to resume"
+        ) from err
     finally:
         runner.close()
 

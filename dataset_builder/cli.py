@@ -6,6 +6,9 @@ Both are plain functions that ``sen2naip_hub.cli`` registers as commands; their 
 
 from __future__ import annotations
 
+import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
@@ -38,6 +41,39 @@ def load_line(out: Path, config: str = "synthetic", split: str = "train") -> str
         f'python -c "from datasets import load_dataset; '
         f"print(load_dataset('{name}', '{config}', split='{split}'))\""
     )
+
+
+class InterruptedBuildError(BaseException):
+    """SIGTERM reached a running build. A ``BaseException``, like ``KeyboardInterrupt``, so that no
+    per-item fault boundary (:func:`dataset_builder.core.plan.run_task`) takes it for an item's error."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+@contextmanager
+def stop_signals_resumably(work: Path) -> Iterator[None]:
+    """Turn SIGINT and SIGTERM during the block into one line saying how to resume and exit code
+    128 + the signal's number (130, 143). Every checkpoint is written atomically, so the ones that exist
+    are complete and the next run resumes from them."""
+
+    def raise_interrupted(signum: int, _frame) -> None:
+        raise InterruptedBuildError(signum)
+
+    previous = signal.signal(signal.SIGTERM, raise_interrupted)
+    try:
+        yield
+    except (KeyboardInterrupt, InterruptedBuildError) as err:
+        signum = getattr(err, "signum", signal.SIGINT)
+        name = signal.Signals(signum).name
+        typer.echo(
+            f"interrupted by {name}: the checkpoints in {work} are kept; run the same command to resume",
+            err=True,
+        )
+        raise typer.Exit(128 + signum) from None
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def build(
@@ -98,7 +134,8 @@ def build(
     if print_config:
         typer.echo(settings.to_yaml().rstrip())
         return
-    result = build_dataset(settings, progress=progress, echo=typer.echo, backend=backend, address=address)
+    with stop_signals_resumably(settings.work_path):
+        result = build_dataset(settings, progress=progress, echo=typer.echo, backend=backend, address=address)
     typer.echo(format_counts(result.counts))
     typer.echo(
         f"{result.kept} kept, {result.rejected} rejected (reasons in {result.manifest}); "

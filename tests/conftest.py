@@ -111,3 +111,31 @@ def import_reference():
         import opensr_degradation.naipd.noise
         import opensr_degradation.utils
     return opensr_degradation
+
+
+@pytest.fixture(scope="session")
+def build_setup(tmp_path_factory, reference_dir) -> dict:
+    """A folder of 4 real NAIP dates and the converted published Degradation model."""
+    from build_helpers import naip_folder
+
+    root = tmp_path_factory.mktemp("build")
+    return {"root": root, "naip": naip_folder(root), "model": reference_dir / "sen2naip-degradation"}
+
+
+@pytest.fixture(scope="session")
+def built(build_setup) -> dict:
+    """One uninterrupted build of the small config: the reference the resume and fault tests compare to."""
+    from build_helpers import digests, small_config, write_yaml
+
+    from dataset_builder.build import build_dataset
+    from dataset_builder.core.config import load_config
+
+    root = build_setup["root"]
+    out = root / "reference" / "sen2naip"
+    config = load_config(
+        write_yaml(root / "ref.yaml", small_config(build_setup["naip"], build_setup["model"], out))
+    )
+    with pytest.MonkeyPatch.context() as patch:
+        offline_hf(patch, root / "hf_home")
+        result = build_dataset(config, progress=False, echo=lambda _: None)
+    return {"out": out, "result": result, "config": config, "digests": digests(out)}

@@ -1,22 +1,14 @@
-"""``sen2naip build`` end to end on the real sample: load_dataset, kill-and-resume, corrupt inputs, CLI.
-
-A small config keeps every test short: 4 real NAIP dates, simulated cross-sensor candidates (one good,
-one QA1 failure, one QA2 failure: no co-located NAIP + Sentinel-2 pair exists offline, so rows are
-``source="simulated"``), 128-px tiles, and open_clip's real ``ViT-S-32`` architecture with seeded
-random weights (no CLIP weights can be downloaded here; real runs pass a pretrained tag).
-"""
+"""``sen2naip build`` end to end on the real sample: load_dataset, the card, kill-and-resume, corrupt
+inputs, CLI (the small config and the reference build: ``build_helpers.py``, ``conftest.py``)."""
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import signal
 import subprocess
 import sys
 import time
 from collections import Counter
-from pathlib import Path
 from unittest import mock
 
 import datasets
@@ -24,11 +16,22 @@ import huggingface_hub
 import numpy as np
 import pytest
 import rasterio
-import yaml
-from conftest import offline_hf
+from build_helpers import (
+    N_NAIP,
+    NAIP_DIR,
+    REPO_ROOT,
+    SUBPROCESS_TIMEOUT_S,
+    TILE,
+    digests,
+    manifest,
+    naip_folder,
+    run_build,
+    small_config,
+    subprocess_env,
+    write_yaml,
+)
 
 from dataset_builder.build import build_dataset
-from dataset_builder.core.checkpoints import KILL_ENV
 from dataset_builder.core.config import ConfigError, load_config
 from dataset_builder.core.context import BuildContext
 from dataset_builder.core.errors import BuildError
@@ -39,88 +42,7 @@ from dataset_builder.sources.stage import CHECKPOINT as SOURCES_CHECKPOINT
 from dataset_builder.write.output import MANIFEST_NAME
 from dataset_builder.write.shards import pair_features
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-NAIP_DIR = REPO_ROOT.parent / "shared" / "sample" / "naip"
-N_NAIP = 4
-TILE = 128
-ROI = 128
-SUBPROCESS_TIMEOUT_S = 300
-
 pytestmark = pytest.mark.skipif(not NAIP_DIR.is_dir(), reason=f"sample NAIP not found at {NAIP_DIR}")
-
-
-def _naip_folder(root: Path) -> Path:
-    """A folder of links to the first ``N_NAIP`` real NAIP files."""
-    folder = root / "naip"
-    folder.mkdir(parents=True, exist_ok=True)
-    for path in sorted(NAIP_DIR.glob("*.tif"))[:N_NAIP]:
-        (folder / path.name).symlink_to(path)
-    return folder
-
-
-def small_config(naip: Path, model: Path, out: Path, **changes) -> dict:
-    config = {
-        "out": str(out),
-        "degradation_model": str(model),
-        "device": "cpu",
-        "seed": 0,
-        "batch_size": 8,
-        "sources": {"naip": {"folder": str(naip)}},
-        "cross_sensor": {
-            "roi_size": ROI,
-            "hr_resolution_m": None,
-            "simulate": {"kinds": ["good", "qa1_fail", "qa2_fail"]},
-        },
-        "synthetic": {
-            "tile_size": TILE,
-            "size": 24,
-            "n_clusters": 4,
-            "clip_model": "ViT-S-32",
-            "embed_batch_size": 16,
-        },
-        "write": {"max_shard_rows": 16},  # several shards per split
-    }
-    for key, value in changes.items():
-        config[key] = value if not isinstance(value, dict) else {**config.get(key, {}), **value}
-    return config
-
-
-def _write_yaml(path: Path, config: dict) -> Path:
-    path.write_text(yaml.safe_dump(config))
-    return path
-
-
-def digests(folder: Path) -> dict[str, str]:
-    return {
-        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(folder.rglob("*"))
-        if p.is_file()
-    }
-
-
-def manifest(out: Path) -> list[dict]:
-    return [json.loads(line) for line in (out / MANIFEST_NAME).read_text().splitlines()]
-
-
-@pytest.fixture(scope="module")
-def setup(tmp_path_factory, reference_dir) -> dict:
-    root = tmp_path_factory.mktemp("build")
-    naip = _naip_folder(root)
-    model = reference_dir / "sen2naip-degradation"
-    return {"root": root, "naip": naip, "model": model}
-
-
-@pytest.fixture(scope="module")
-def built(setup) -> dict:
-    """One uninterrupted build (the reference of the resume test)."""
-    out = setup["root"] / "reference" / "sen2naip"
-    config = load_config(
-        _write_yaml(setup["root"] / "ref.yaml", small_config(setup["naip"], setup["model"], out))
-    )
-    with pytest.MonkeyPatch.context() as patch:
-        offline_hf(patch, setup["root"] / "hf_home")
-        result = build_dataset(config, progress=False, echo=lambda _: None)
-    return {"out": out, "result": result, "config": config, "digests": digests(out)}
 
 
 def test_the_card_states_what_this_build_is(built) -> None:
@@ -225,25 +147,11 @@ def test_rerun_changes_nothing(built, setup) -> None:
     assert after == before
 
 
-def _run_build(config: Path, env: dict, kill_at: str | None = None) -> subprocess.CompletedProcess:
-    env = dict(env)
-    if kill_at:
-        env[KILL_ENV] = kill_at
-    cmd = [sys.executable, "-m", "sen2naip_hub.cli", "build", "--config", str(config), "--no-progress"]
-    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT_S)
-
-
-def _subprocess_env(root: Path) -> dict:
-    env = {k: v for k, v in os.environ.items() if k != KILL_ENV}
-    env |= {"HF_HUB_OFFLINE": "1", "HF_HOME": str(root / "hf_home_sub"), "OMP_NUM_THREADS": "2"}
-    return env
-
-
-def test_killed_anywhere_and_restarted_gives_the_same_bytes(built, setup, tmp_path) -> None:
+def test_killed_anywhere_and_restarted_gives_the_same_bytes(built, build_setup, tmp_path) -> None:
     out = tmp_path / "sen2naip"
-    config = _write_yaml(tmp_path / "kill.yaml", small_config(setup["naip"], setup["model"], out))
+    config = write_yaml(tmp_path / "kill.yaml", small_config(build_setup["naip"], build_setup["model"], out))
     work = load_config(config).work_path
-    env = _subprocess_env(tmp_path)
+    env = subprocess_env(tmp_path)
     # 1. killed from outside as soon as its first checkpoint exists
     cmd = [sys.executable, "-m", "sen2naip_hub.cli", "build", "--config", str(config), "--no-progress"]
     process = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -256,19 +164,19 @@ def test_killed_anywhere_and_restarted_gives_the_same_bytes(built, setup, tmp_pa
     # 2. killed right after checkpoints in every stage, and between the renames of the final swap
     for point in ("cross_sensor/pair-00001.npz", "synthetic/embed-00001.npz", "synthetic/degrade-00001.npz",
                   "write/swapped"):  # fmt: skip
-        done = _run_build(config, env, kill_at=point)
+        done = run_build(config, env, kill_at=point)
         assert done.returncode == -signal.SIGKILL, (point, done.stderr[-2000:])
         assert not out.exists() or (out / MANIFEST_NAME).is_file()  # never half-written
-    finished = _run_build(config, env)
+    finished = run_build(config, env)
     assert finished.returncode == 0, finished.stderr[-2000:]
     assert "left untouched" in finished.stdout  # the swap had completed before the last kill
     assert digests(out) == built["digests"]
     # 3. a tampered dataset is rebuilt; killed between "old moved away" and "new moved in", the next
     #    start puts the old one back, then replaces it: the result is again the reference.
     (out / "README.md").write_text("tampered")
-    killed = _run_build(config, env, kill_at="write/moved-old")
+    killed = run_build(config, env, kill_at="write/moved-old")
     assert killed.returncode == -signal.SIGKILL and not out.exists()
-    finished = _run_build(config, env)
+    finished = run_build(config, env)
     assert finished.returncode == 0, finished.stderr[-2000:]
     assert digests(out) == built["digests"]
     messages: list[str] = []
@@ -277,8 +185,8 @@ def test_killed_anywhere_and_restarted_gives_the_same_bytes(built, setup, tmp_pa
     assert not list(work.rglob("*.tmp"))
 
 
-def test_corrupt_truncated_wrong_band_and_undated_inputs_are_skipped(setup, tmp_path) -> None:
-    naip = _naip_folder(tmp_path)
+def test_corrupt_truncated_wrong_band_and_undated_inputs_are_skipped(build_setup, tmp_path) -> None:
+    naip = naip_folder(tmp_path)
     real = sorted(NAIP_DIR.glob("*.tif"))[0]
     content = real.read_bytes()
     (naip / "m_trunc_20210101.tif").write_bytes(content[: len(content) // 3])
@@ -288,10 +196,10 @@ def test_corrupt_truncated_wrong_band_and_undated_inputs_are_skipped(setup, tmp_
         dst.write(src.read()[:3])
     (naip / "no_date_here.tif").symlink_to(real)
     out = tmp_path / "sen2naip"
-    config = small_config(naip, setup["model"], out)
+    config = small_config(naip, build_setup["model"], out)
     config["cross_sensor"]["simulate"]["kinds"] = ["good"]
     config["synthetic"] |= {"size": 8, "n_clusters": 2}
-    result = build_dataset(load_config(_write_yaml(tmp_path / "c.yaml", config)), progress=False, echo=print)
+    result = build_dataset(load_config(write_yaml(tmp_path / "c.yaml", config)), progress=False, echo=print)
     reasons = {e["id"]: e.get("reason", "") for e in manifest(out) if e["stage"] == "sources"}
     assert reasons["m_trunc_20210101.tif"].startswith("unreadable:")
     assert "corrupt or truncated" in reasons["m_trunc_20210101.tif"]
@@ -311,11 +219,13 @@ def test_corrupt_truncated_wrong_band_and_undated_inputs_are_skipped(setup, tmp_
     assert not [p for p in tmp_path.rglob("*") if p.name.endswith(".tmp")]
 
 
-def test_out_folder_that_is_not_a_build_is_refused(setup, tmp_path) -> None:
+def test_out_folder_that_is_not_a_build_is_refused(build_setup, tmp_path) -> None:
     out = tmp_path / "precious"
     out.mkdir()
     (out / "thesis.tex").write_text("do not delete")
-    config = load_config(_write_yaml(tmp_path / "c.yaml", small_config(setup["naip"], setup["model"], out)))
+    config = load_config(
+        write_yaml(tmp_path / "c.yaml", small_config(build_setup["naip"], build_setup["model"], out))
+    )
     with pytest.raises(BuildError, match="not a dataset written by"):
         build_dataset(config, progress=False)
     assert (out / "thesis.tex").read_text() == "do not delete"
@@ -324,13 +234,13 @@ def test_out_folder_that_is_not_a_build_is_refused(setup, tmp_path) -> None:
 def test_config_errors_name_the_key(tmp_path, monkeypatch) -> None:
     base = {"sources": {"naip": {"folder": "x"}}}
     with pytest.raises(ConfigError, match=r"'synthetic\.tile_sise'"):
-        load_config(_write_yaml(tmp_path / "a.yaml", base | {"synthetic": {"tile_sise": 4}}))
+        load_config(write_yaml(tmp_path / "a.yaml", base | {"synthetic": {"tile_sise": 4}}))
     with pytest.raises(
         ConfigError, match=r"'synthetic\.size': found 'many'; input should be a valid integer"
     ):
-        load_config(_write_yaml(tmp_path / "b.yaml", base | {"synthetic": {"size": "many"}}))
+        load_config(write_yaml(tmp_path / "b.yaml", base | {"synthetic": {"size": "many"}}))
     with pytest.raises(ConfigError, match="unknown config key 'nope'"):
-        load_config(_write_yaml(tmp_path / "c.yaml", base), {"nope": 1})
+        load_config(write_yaml(tmp_path / "c.yaml", base), {"nope": 1})
     monkeypatch.setenv("SEN2NAIP_SAMPLE_DIR", "/data/sample")
     demo = load_config(
         REPO_ROOT / "dataset_builder" / "configs" / "demo.yaml", {"seed": 3, "out": "elsewhere"}
@@ -339,24 +249,26 @@ def test_config_errors_name_the_key(tmp_path, monkeypatch) -> None:
     assert demo.cross_sensor.simulate is not None and demo.synthetic.clip_pretrained is None
 
 
-def test_precision_and_compile_reach_the_degradation_model(setup, tmp_path, monkeypatch) -> None:
+def test_precision_and_compile_reach_the_degradation_model(build_setup, tmp_path, monkeypatch) -> None:
     from sen2naip_hub.models import Degradation
 
     compiled: list[Degradation] = []
     monkeypatch.setattr(Degradation, "compile", lambda self, **kwargs: compiled.append(self))
-    fast = small_config(setup["naip"], setup["model"], tmp_path / "out", precision="bf16", compile=True)
-    config = load_config(_write_yaml(tmp_path / "fast.yaml", fast))
+    fast = small_config(
+        build_setup["naip"], build_setup["model"], tmp_path / "out", precision="bf16", compile=True
+    )
+    config = load_config(write_yaml(tmp_path / "fast.yaml", fast))
     model = BuildContext(config, echo=lambda _: None).degradation
     assert model.harmonization.precision == "bf16" and compiled == [model]
     default = load_config(
-        _write_yaml(tmp_path / "d.yaml", small_config(setup["naip"], setup["model"], tmp_path))
+        write_yaml(tmp_path / "d.yaml", small_config(build_setup["naip"], build_setup["model"], tmp_path))
     )
     assert BuildContext(default, echo=lambda _: None).degradation.harmonization.precision == "fp32"
     assert len(compiled) == 1 and fingerprint(config) != fingerprint(
         config.with_overrides({"precision": "fp32"})
     )
     with pytest.raises(ConfigError, match=r"'precision': found 'fp16'; input should be 'fp32' or 'bf16'"):
-        load_config(_write_yaml(tmp_path / "bad.yaml", fast | {"precision": "fp16"}))
+        load_config(write_yaml(tmp_path / "bad.yaml", fast | {"precision": "fp16"}))
 
 
 def _cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -366,7 +278,7 @@ def _cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
 
 def test_cli_errors_are_one_line(tmp_path) -> None:
     missing = _cli("build", "--config", str(tmp_path / "missing.yaml"))
-    bad = _write_yaml(tmp_path / "bad.yaml", {"sources": {"naip": {"folder": "x"}}, "outt": "typo"})
+    bad = write_yaml(tmp_path / "bad.yaml", {"sources": {"naip": {"folder": "x"}}, "outt": "typo"})
     unknown = _cli("build", "--config", str(bad))
     env = os.environ | {"SEN2NAIP_SAMPLE_DIR": str(tmp_path / "no_sample"), "HF_HUB_OFFLINE": "1"}
     no_sample = _cli(

@@ -13,8 +13,8 @@ from pathlib import Path
 from unittest import mock
 
 import pytest
+from build_helpers import NAIP_DIR, digests, naip_folder, small_config, write_yaml
 from conftest import offline_hf
-from test_build import NAIP_DIR, _naip_folder, _write_yaml, digests, small_config
 
 from dataset_builder.build import build_dataset
 from dataset_builder.core.config import load_config
@@ -41,14 +41,14 @@ def ray_cluster():
 @pytest.fixture(scope="module")
 def both(tmp_path_factory, reference_dir, ray_cluster) -> dict:
     root = tmp_path_factory.mktemp("ray_backend")
-    naip = _naip_folder(root)
+    naip = naip_folder(root)
     builds = {}
     for backend in ("local", "ray"):
         out = root / backend / "sen2naip"
         settings = small_config(
             naip, reference_dir / "sen2naip-degradation", out, cross_sensor={"enabled": False}
         )
-        config = load_config(_write_yaml(root / f"{backend}.yaml", settings))
+        config = load_config(write_yaml(root / f"{backend}.yaml", settings))
         with pytest.MonkeyPatch.context() as patch:
             offline_hf(patch, root / "hf_home")
             result = build_dataset(config, progress=False, echo=lambda _: None, backend=backend)
@@ -82,7 +82,7 @@ def test_ray_rerun_changes_nothing(both) -> None:
 
 
 def test_missing_ray_is_one_line_with_the_install_hint(tmp_path) -> None:
-    config = load_config(_write_yaml(tmp_path / "c.yaml", small_config(NAIP_DIR, tmp_path, tmp_path / "out")))
+    config = load_config(write_yaml(tmp_path / "c.yaml", small_config(NAIP_DIR, tmp_path, tmp_path / "out")))
     hint = r"pip install 'sen2naip-hub\[ray\]'"
     with (
         mock.patch.dict(sys.modules, {"ray": None, "ray.data": None}),
@@ -94,6 +94,6 @@ def test_missing_ray_is_one_line_with_the_install_hint(tmp_path) -> None:
 
 
 def test_unknown_backend_is_refused(tmp_path) -> None:
-    config = load_config(_write_yaml(tmp_path / "c.yaml", small_config(NAIP_DIR, tmp_path, tmp_path / "out")))
+    config = load_config(write_yaml(tmp_path / "c.yaml", small_config(NAIP_DIR, tmp_path, tmp_path / "out")))
     with pytest.raises(BuildError, match="unknown backend 'dask'"):
         build_dataset(config, progress=False, echo=lambda _: None, backend="dask")

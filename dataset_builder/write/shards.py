@@ -34,6 +34,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from datasets import Array3D, Features, Sequence, Value
 
+from dataset_builder.core.checkpoints import commit_point
 from dataset_builder.core.records import CONFIG_NAMES, SPLIT_NAMES, PairRecord
 from dataset_builder.core.splits import RoiSplitter
 from sen2naip_hub.errors import InvalidImageError, Sen2NaipError
@@ -206,8 +207,10 @@ class _ShardWriter:
         if self._writer is None:
             return
         self._writer.close()
+        final = self._final()
+        commit_point(f"write/shard-complete:{final.parent.name}/{final.name}")  # written, not yet renamed
         self._file.close()  # renames the complete shard into place
-        self.written.append(self._final())
+        self.written.append(final)
         self._writer, self._file, self._shard_rows, self._shard_bytes = None, None, 0, 0
 
     def _final(self) -> Path:
