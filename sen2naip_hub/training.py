@@ -32,132 +32,71 @@ harmonization     ``global`` / ``local`` / ``none``, equal odds     the modes of
 * **Noise scale.** The learned draw is multiplied by the scale. A blind denoiser fitted on the real
   Sentinel-2 of the sample measured 0.20–0.63 × the published table's std per reflectance bin (median
   0.45); the published table (1.0) is the upper end.
-* **Shift.** The HR content is translated by the drawn sub-pixel shift (bilinear, reflected borders)
-  before the blur, so the LR is misregistered against the returned HR as a real pair that passed QA1
-  can be. Bilinear resampling smooths by at most σ = 0.5 HR px, which changes the PSF's σ by ≤ 0.04 px.
+* **Shift.** The HR content is translated by the drawn sub-pixel shift (linear interpolation) before
+  the PSF, so the LR is misregistered against the returned HR as a real pair that passed QA1 can be.
+  Linear interpolation smooths by at most σ = 0.5 HR px, which changes the PSF's σ by ≤ 0.04 px.
 
-The returned ``hr`` is the input tensor itself (the SR target, not harmonized), as in the SEN2NAIP
-synthetic split; ``lr`` is ``(B, 4, H/4, W/4)`` in ``hr``'s dtype and on its device.
+**How δ is applied per sample.** δ along one axis is a matrix (:func:`~sen2naip_hub.models.blur.
+axis_operator`, what :class:`~sen2naip_hub.models.BlurModel` applies as two matrix products) and it is
+linear in the PSF's taps. The shift's two interpolation taps are folded into each sample's PSF taps
+(one kernel per sample, band and axis), and each sample's matrices are that kernel's combination of
+one basis matrix per tap, built once per image size by ``axis_operator``; the batch then costs two
+batched matrix products, as the published δ does.
+
+The returned ``hr`` (the SR target) is the HR after the sample's harmonization, unshifted: the
+published pipeline (opensr-degradation 1.0.1 ``pipe.forward``) returns ``(lr, harmonized hr)`` too, so
+the network learns resolution, not a change of radiometry. It is the input tensor itself where no
+sample is harmonized (``target="input"`` always returns the input). ``lr`` is ``(B, 4, H/4, W/4)``;
+both keep the input's dtype and device.
 """
 
 from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
-from types import MappingProxyType
+from collections.abc import Iterator
+from dataclasses import dataclass
 
-import numpy as np
 import torch
-import torch.nn.functional as F
 from huggingface_hub import snapshot_download
 
-from sen2naip_hub.errors import InvalidImageError, ModelNotFoundError, Sen2NaipError
-from sen2naip_hub.models.blur import BlurModel, blur_downsample, kernel1d
+from sen2naip_hub.errors import InvalidImageError, ModelNotFoundError
+from sen2naip_hub.models.blur import BlurModel, axis_operator, kernel1d, padding_mode
 from sen2naip_hub.models.noise import NoiseModel
 from sen2naip_hub.sensors import N_BANDS
+from sen2naip_hub.training_random import (
+    HARMONIZATION_CHOICES,
+    NOISE_SCALE_RANGE,
+    SHIFT_MAX_LR_PX,
+    SIGMA_TOLERANCE_HR_PX,
+    Randomization,
+    TrainingPairError,
+    step_generator,
+    step_seed,
+)
 
 __all__ = [
     "HARMONIZATION_CHOICES",
     "NOISE_SCALE_RANGE",
     "SHIFT_MAX_LR_PX",
     "SIGMA_TOLERANCE_HR_PX",
+    "TARGETS",
     "Draws",
     "Randomization",
     "TrainingPair",
     "TrainingPairError",
     "TrainingPairs",
+    "operator_basis",
+    "shifted_kernels",
     "step_generator",
     "step_seed",
 ]
 
-#: Per band (R, G, B, NIR), the (below, above) offsets of σ from the model's σ, in HR pixels: the
-#: interval where the blur fit's MAE error curve stays within the published noise's mean |noise|
-#: (module docstring; measured on the real NAIP sample, recomputed by tests/test_training_pairs.py).
-SIGMA_TOLERANCE_HR_PX: tuple[tuple[float, float], ...] = (
-    (-0.40, 0.55),
-    (-0.45, 0.65),
-    (-0.55, 0.95),
-    (-0.30, 0.40),
-)
-#: Factor on the learned noise draw: 0.20 = the lowest measured/published noise std ratio on the real
-#: Sentinel-2 sample (benchmarks/RESULTS.md, "The noise model learned from real Sentinel-2"); 1.0 = the
-#: published table.
-NOISE_SCALE_RANGE: tuple[float, float] = (0.2, 1.0)
-#: Largest misregistration of LR against HR, LR pixels (radius): SEN2NAIP's QA1 keeps pairs whose
-#: residual misalignment is ≤ 1 LR px (Aybar et al. 2024; ``dataset_builder.qa.QA1_MAX_RESIDUAL_LR_PX``).
-SHIFT_MAX_LR_PX: float = 1.0
-#: Harmonization modes a sample can draw, in the order :attr:`Draws.harmonization` indexes them.
-HARMONIZATION_CHOICES: tuple[str, ...] = ("global", "local", "none")
-#: Default odds of each harmonization mode: equal.
-DEFAULT_HARMONIZATION_ODDS: Mapping[str, float] = MappingProxyType(dict.fromkeys(HARMONIZATION_CHOICES, 1.0))
-
-
-class TrainingPairError(Sen2NaipError, ValueError):
-    """A randomisation setting out of range, or a model that cannot make the requested pairs."""
-
-
-def _check_range(name: str, low: float, high: float, floor: float = -math.inf) -> None:
-    if not (math.isfinite(low) and math.isfinite(high) and floor <= low <= high):
-        raise TrainingPairError(f"{name}: expected finite low <= high (low >= {floor}), got ({low}, {high})")
-
-
-@dataclass(frozen=True)
-class Randomization:
-    """What is drawn around the learned degradation, per sample.
-
-    Args:
-        sigma_tolerance: per band ``(below, above)`` σ offsets, HR px (``below <= 0 <= above``).
-        noise_scale: ``(low, high)`` factor on the learned noise draw; ``(0, 0)`` adds no noise.
-        shift_lr_px: radius of the misregistration disc, LR px (0: none).
-        harmonization: odds of ``global`` / ``local`` / ``none`` (need not sum to 1; missing = 0).
-
-    >>> Randomization.published().noise_scale
-    (1.0, 1.0)
-    """
-
-    sigma_tolerance: tuple[tuple[float, float], ...] = SIGMA_TOLERANCE_HR_PX
-    noise_scale: tuple[float, float] = NOISE_SCALE_RANGE
-    shift_lr_px: float = SHIFT_MAX_LR_PX
-    harmonization: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_HARMONIZATION_ODDS))
-
-    def __post_init__(self) -> None:
-        if len(self.sigma_tolerance) != N_BANDS:
-            raise TrainingPairError(
-                f"sigma_tolerance: expected {N_BANDS} (below, above) pairs, got {self.sigma_tolerance}"
-            )
-        for band, (below, above) in enumerate(self.sigma_tolerance):
-            _check_range(f"sigma_tolerance[{band}]", below, above)
-            if below > 0 or above < 0:
-                raise TrainingPairError(
-                    f"sigma_tolerance[{band}]: expected below <= 0 <= above, got {(below, above)}"
-                )
-        _check_range("noise_scale", *self.noise_scale, floor=0.0)
-        if not (math.isfinite(self.shift_lr_px) and self.shift_lr_px >= 0):
-            raise TrainingPairError(f"shift_lr_px: expected a finite value >= 0, got {self.shift_lr_px}")
-        unknown = set(self.harmonization) - set(HARMONIZATION_CHOICES)
-        odds = list(self.harmonization.values())
-        if unknown or any(not math.isfinite(p) or p < 0 for p in odds) or sum(odds) <= 0:
-            raise TrainingPairError(
-                f"harmonization: expected non-negative odds of {HARMONIZATION_CHOICES} with a positive sum, "
-                f"got {dict(self.harmonization)}"
-            )
-
-    @classmethod
-    def published(cls, harmonization: str = "global") -> Randomization:
-        """No randomisation: the published degradation (σ fixed, full noise, no shift, one mode)."""
-        return cls(((0.0, 0.0),) * N_BANDS, (1.0, 1.0), 0.0, {harmonization: 1.0})
-
-    def odds(self) -> torch.Tensor:
-        """``(3,)`` float64 probabilities of :data:`HARMONIZATION_CHOICES`."""
-        odds = torch.tensor([float(self.harmonization.get(m, 0.0)) for m in HARMONIZATION_CHOICES])
-        return (odds / odds.sum()).double()
-
-    @property
-    def needs_harmonization(self) -> bool:
-        """True when a sample may draw ``global`` or ``local`` (the U-Net is needed)."""
-        return any(self.harmonization.get(m, 0.0) > 0 for m in HARMONIZATION_CHOICES[:2])
+#: What :class:`TrainingPairs` returns as ``hr``: the harmonized HR (as published) or the input.
+TARGETS: tuple[str, ...] = ("harmonized", "input")
+#: Basis matrices kept by :func:`operator_basis` (a training run sees one or two sizes).
+MAX_CACHED_BASES: int = 8
+_BASES: dict[tuple, torch.Tensor] = {}
 
 
 @dataclass
@@ -174,7 +113,7 @@ class Draws:
 
 @dataclass
 class TrainingPair:
-    """``lr`` ``(B, 4, H/4, W/4)``, ``hr`` (the input) and the :class:`Draws`; unpacks as ``lr, hr``."""
+    """``lr`` ``(B, 4, H/4, W/4)``, ``hr`` (the target) and the :class:`Draws`; unpacks as ``lr, hr``."""
 
     lr: torch.Tensor
     hr: torch.Tensor
@@ -183,31 +122,6 @@ class TrainingPair:
     def __iter__(self) -> Iterator[torch.Tensor]:
         yield self.lr
         yield self.hr
-
-
-# ------------------------------------------------------------------------------------------ seeding
-def step_seed(seed: int, step: int, worker: int | None = None) -> int:
-    """A 63-bit seed for ``(seed, step, worker)``, mixed by numpy's ``SeedSequence`` (nearby inputs give
-    unrelated seeds). ``worker`` None: the current DataLoader worker's id, or the main process.
-
-    >>> step_seed(0, 1, 0) == step_seed(0, 1, 0) != step_seed(0, 1, 1)
-    True
-    """
-    if worker is None:
-        info = torch.utils.data.get_worker_info()
-        worker = -1 if info is None else info.id
-    values = (seed, step, worker + 1)
-    if any(not isinstance(v, int | np.integer) or v < 0 for v in values):
-        raise TrainingPairError(f"seed, step and worker must be integers >= 0 (worker >= -1), got {values}")
-    state = np.random.SeedSequence([int(v) for v in values]).generate_state(1, dtype=np.uint64)[0]
-    return int(state >> np.uint64(1))
-
-
-def step_generator(
-    seed: int, step: int, device: str | torch.device = "cpu", worker: int | None = None
-) -> torch.Generator:
-    """A ``torch.Generator`` on ``device`` seeded by :func:`step_seed` ``(seed, step, worker)``."""
-    return torch.Generator(device=device).manual_seed(step_seed(seed, step, worker))
 
 
 # ------------------------------------------------------------------------------------------ pairs
@@ -220,6 +134,7 @@ class TrainingPairs(torch.nn.Module):
         harmonization: λ (a :class:`~sen2naip_hub.models.HarmonizationModel`), needed only when the
             randomisation may draw ``global`` or ``local``.
         randomization: the ranges (:class:`Randomization`).
+        target: ``harmonized`` (the HR after each sample's harmonization, as published) or ``input``.
 
     >>> pairs = TrainingPairs(BlurModel(), NoiseModel(mode="none"),
     ...                       randomization=Randomization(harmonization={"none": 1}))
@@ -234,8 +149,12 @@ class TrainingPairs(torch.nn.Module):
         noise: NoiseModel,
         harmonization: torch.nn.Module | None = None,
         randomization: Randomization | None = None,
+        target: str = "harmonized",
     ) -> None:
         super().__init__()
+        if target not in TARGETS:
+            raise TrainingPairError(f"target must be one of {TARGETS}, got {target!r}")
+        self.target = target
         self.randomization = randomization or Randomization()
         if self.randomization.needs_harmonization and harmonization is None:
             raise TrainingPairError(
@@ -253,9 +172,14 @@ class TrainingPairs(torch.nn.Module):
         self.eval()
 
     @classmethod
-    def from_degradation(cls, degradation: torch.nn.Module, randomization: Randomization | None = None):
+    def from_degradation(
+        cls,
+        degradation: torch.nn.Module,
+        randomization: Randomization | None = None,
+        target: str = "harmonized",
+    ) -> TrainingPairs:
         """Pairs from a loaded :class:`~sen2naip_hub.models.Degradation`'s parts."""
-        return cls(degradation.blur, degradation.noise, degradation.harmonization, randomization)
+        return cls(degradation.blur, degradation.noise, degradation.harmonization, randomization, target)
 
     @classmethod
     def from_pretrained(
@@ -263,6 +187,7 @@ class TrainingPairs(torch.nn.Module):
         path_or_repo: str | os.PathLike,
         randomization: Randomization | None = None,
         map_location: str = "cpu",
+        target: str = "harmonized",
     ) -> TrainingPairs:
         """Load the parts from a ``Degradation`` repo (local folder or Hub id); ``harmonization/`` (and
         the U-Net's segmentation_models_pytorch) only when the randomisation needs it."""
@@ -290,7 +215,7 @@ class TrainingPairs(torch.nn.Module):
             harmonization = HarmonizationModel.from_pretrained(
                 os.path.join(folder, "harmonization"), map_location=map_location
             )
-        return cls(blur, noise, harmonization, randomization)
+        return cls(blur, noise, harmonization, randomization, target)
 
     # -------------------------------------------------------------------------------------- draws
     def draw(self, batch: int, generator: torch.Generator | None = None) -> Draws:
@@ -321,11 +246,12 @@ class TrainingPairs(torch.nn.Module):
         self.check_inputs(hr)
         draws = self.draw(hr.shape[0], generator)
         work = torch.float64 if hr.dtype == torch.float64 else torch.float32
-        x = self.harmonize(hr.to(work), draws.harmonization)
-        x = shift_content(x, draws.shifts * self.blur.scale)
-        lr = self.degrade(x, draws.sigmas)
+        x_target = self.harmonize(hr.to(work), draws.harmonization)
+        lr = self.degrade(x_target, draws.sigmas, draws.shifts * self.blur.scale)
         lr = self.add_noise(lr, draws.noise_scale, generator)
-        return TrainingPair(lr=lr.to(hr.dtype), hr=hr, draws=draws)
+        harmonized = bool((draws.harmonization != HARMONIZATION_CHOICES.index("none")).any())
+        target = x_target.to(hr.dtype) if harmonized and self.target == "harmonized" else hr
+        return TrainingPair(lr=lr.to(hr.dtype), hr=target, draws=draws)
 
     def harmonize(self, x: torch.Tensor, modes: torch.Tensor) -> torch.Tensor:
         """λ per sample: ``modes`` ``(B,)`` indexes :data:`HARMONIZATION_CHOICES`; one U-Net pass for all
@@ -344,17 +270,29 @@ class TrainingPairs(torch.nn.Module):
                 out[index[chosen]] = matched.to(x.dtype)
         return out
 
-    def degrade(self, x: torch.Tensor, sigmas: torch.Tensor) -> torch.Tensor:
-        """δ with one σ per sample and band (``sigmas`` ``(B, 4)``): the library's
-        :func:`~sen2naip_hub.models.blur.blur_downsample`, each (sample, band) a group of its own."""
-        batch, bands, height, width = x.shape
+    def degrade(self, x: torch.Tensor, sigmas: torch.Tensor, shifts: torch.Tensor) -> torch.Tensor:
+        """δ per sample: content shifted by ``shifts`` ``(B, 2)`` (dy, dx) HR px, then blurred with
+        ``sigmas`` ``(B, 4)`` and downsampled (module docstring: how). Without a shift and at the
+        model's σ, this is the model's own δ."""
         blur = self.blur
-        if bool((sigmas == torch.tensor(blur.sigmas, dtype=sigmas.dtype)).all()):
-            return blur(x)  # the published δ exactly (its cached operator matrices)
-        kernels = kernel1d(blur.kernel, sigmas.reshape(-1), blur.kernel_size)
-        flat = x.reshape(1, batch * bands, height, width)
-        lr = blur_downsample(flat, kernels, blur.downsample, blur.scale)
-        return lr.reshape(batch, bands, *lr.shape[-2:])
+        if not bool(shifts.any()) and bool((sigmas == torch.tensor(blur.sigmas, dtype=sigmas.dtype)).all()):
+            return blur(x)
+        batch, bands, height, width = x.shape
+        psf = kernel1d(blur.kernel, sigmas.reshape(-1), blur.kernel_size, dtype=torch.float64)
+        reach = math.ceil(float(shifts.abs().max())) + 1
+        padding = padding_mode(height, width, blur.kernel_size + 2 * reach)
+        per_axis = []
+        for axis, size in ((0, height), (1, width)):
+            kernels = shifted_kernels(psf, shifts[:, axis].repeat_interleave(bands), reach)
+            basis = self.basis(size, kernels.shape[1], padding, x.device)
+            matrices = torch.einsum("nk,khs->nhs", kernels.to(x.device, x.dtype), basis.to(x.dtype))
+            per_axis.append(matrices.reshape(batch, bands, *matrices.shape[1:]))
+        rows, cols = per_axis
+        return torch.matmul(rows, torch.matmul(x, cols.transpose(-1, -2)))
+
+    def basis(self, size: int, taps: int, padding: str, device: torch.device) -> torch.Tensor:
+        """:func:`operator_basis` of this model's downsampling and scale."""
+        return operator_basis(size, taps, padding, self.blur.downsample, self.blur.scale, device)
 
     def add_noise(
         self, lr: torch.Tensor, scale: torch.Tensor, generator: torch.Generator | None
@@ -387,15 +325,38 @@ class TrainingPairs(torch.nn.Module):
             )
 
 
-def shift_content(x: torch.Tensor, shifts: torch.Tensor) -> torch.Tensor:
-    """Translate each image's content by ``shifts`` ``(B, 2)`` (dy, dx) pixels: ``out[y, x] = in[y − dy,
-    x − dx]``, bilinear, reflected at the borders. Zero shifts return ``x`` unchanged."""
-    if not bool(shifts.any()):
-        return x
-    batch, _, height, width = x.shape
-    theta = torch.zeros(batch, 2, 3, dtype=x.dtype)
-    theta[:, 0, 0] = theta[:, 1, 1] = 1.0
-    theta[:, 0, 2] = -2.0 * shifts[:, 1] / width  # normalised coordinates (align_corners=False)
-    theta[:, 1, 2] = -2.0 * shifts[:, 0] / height
-    grid = F.affine_grid(theta.to(x.device), list(x.shape), align_corners=False)
-    return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+def operator_basis(
+    size: int, taps: int, padding: str, downsample: str, scale: int, device: torch.device
+) -> torch.Tensor:
+    """``(taps, size // scale, size)`` float64: δ along an axis of ``size`` px for each unit tap of a
+    ``taps``-long kernel (:func:`~sen2naip_hub.models.blur.axis_operator`), cached per process (built
+    once per size: a second or so on a CPU)."""
+    key = (size, taps, padding, downsample, scale, str(device))
+    if key not in _BASES:
+        if len(_BASES) >= MAX_CACHED_BASES:
+            _BASES.clear()
+        unit = torch.eye(taps, dtype=torch.float64, device=device)
+        _BASES[key] = axis_operator(unit, downsample, scale, size, padding)
+    return _BASES[key]
+
+
+def shifted_kernels(psf: torch.Tensor, shifts: torch.Tensor, reach: int) -> torch.Tensor:
+    """``(N, K + 2·reach)`` cross-correlation taps of a shift by ``shifts`` ``(N,)`` HR px (linear
+    interpolation: content moves by +shift) followed by the PSF ``psf`` ``(N, K)``, centred as the PSF.
+
+    ``|shifts|`` must be at most ``reach - 1``.
+
+    >>> k = shifted_kernels(torch.tensor([[0.25, 0.5, 0.25]]), torch.tensor([1.0]), reach=2)
+    >>> k.tolist()
+    [[0.0, 0.25, 0.5, 0.25, 0.0, 0.0, 0.0]]
+    """
+    whole = torch.floor(shifts.to(torch.float64))
+    frac = (shifts.to(torch.float64) - whole)[:, None]
+    if bool((whole.abs() > reach - 1).any()):
+        raise TrainingPairError(f"shifts up to {float(shifts.abs().max())} px need reach > {reach}")
+    n, size = psf.shape
+    index = torch.arange(size)[None, :] + (reach - whole.long())[:, None]
+    out = psf.new_zeros(n, size + 2 * reach, dtype=torch.float64)
+    out.scatter_add_(1, index, (1 - frac) * psf)
+    out.scatter_add_(1, index - 1, frac * psf)
+    return out

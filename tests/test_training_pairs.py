@@ -21,7 +21,7 @@ from sen2naip_hub.training import (
     Randomization,
     TrainingPairError,
     TrainingPairs,
-    shift_content,
+    shifted_kernels,
     step_generator,
     step_seed,
 )
@@ -40,6 +40,12 @@ def degradation(reference_dir) -> Degradation:
 def pairs(degradation) -> TrainingPairs:
     """Every randomisation on, at its documented range."""
     return TrainingPairs.from_degradation(degradation)
+
+
+@pytest.fixture(scope="module")
+def tiles256(naip_tiles) -> torch.Tensor:
+    """(3, 4, 256, 256) real NAIP tiles."""
+    return naip_tiles[:, :, :256, :256].contiguous()
 
 
 @pytest.fixture(scope="module")
@@ -62,12 +68,13 @@ def only(degradation, **changes) -> TrainingPairs:
 
 # ---------------------------------------------------------------------------------------- seeding
 def test_same_seed_same_pairs_and_other_seeds_differ(pairs, crops):
-    first = pairs(crops, step_generator(7, step=3))
-    again = pairs(crops, step_generator(7, step=3))
-    assert torch.equal(first.lr, again.lr)
+    hr = crops[:3]
+    first = pairs(hr, step_generator(7, step=3))
+    again = pairs(hr, step_generator(7, step=3))
+    assert torch.equal(first.lr, again.lr) and torch.equal(first.hr, again.hr)
     assert torch.equal(first.draws.sigmas, again.draws.sigmas)
     for other in (step_generator(8, step=3), step_generator(7, step=4), step_generator(7, step=3, worker=1)):
-        assert not torch.equal(pairs(crops, other).lr, first.lr)
+        assert not torch.equal(pairs(hr, other).lr, first.lr)
 
 
 def test_step_seed_mixes_its_inputs_and_rejects_negative_values():
@@ -98,26 +105,26 @@ def test_every_draw_lies_within_its_documented_range_and_spans_it(pairs):
     assert (abs(counts / 4000 - 1 / 3) < 0.03).all()
 
 
-def test_blur_uses_each_samples_sigmas(degradation, naip_tiles):
+def test_blur_uses_each_samples_sigmas(degradation, tiles256):
     pairs = only(degradation, sigma_tolerance=SIGMA_TOLERANCE_HR_PX, noise_scale=(0.0, 0.0))
-    out = pairs(naip_tiles, step_generator(1, 0))
-    for i in range(len(naip_tiles)):
-        expected = BlurModel(sigmas=out.draws.sigmas[i].tolist())(naip_tiles[i : i + 1])
+    out = pairs(tiles256, step_generator(1, 0))
+    for i in range(len(tiles256)):
+        expected = BlurModel(sigmas=out.draws.sigmas[i].tolist())(tiles256[i : i + 1])
         assert torch.allclose(out.lr[i : i + 1], expected, atol=1e-5, rtol=0)
-    assert not torch.allclose(out.lr, degradation.blur(naip_tiles), atol=1e-4)
+    assert not torch.allclose(out.lr, degradation.blur(tiles256), atol=1e-4)
 
 
-def test_noise_is_the_learned_draw_times_each_samples_scale(degradation, naip_tiles):
+def test_noise_is_the_learned_draw_times_each_samples_scale(degradation, tiles256):
     pairs = only(degradation, noise_scale=NOISE_SCALE_RANGE)
     generator = step_generator(2, 0)
-    out = pairs(naip_tiles, generator)
-    clean = degradation.blur(naip_tiles)
+    out = pairs(tiles256, generator)
+    clean = degradation.blur(tiles256)
     replay = torch.Generator().manual_seed(step_seed(2, 0))
-    pairs.draw(len(naip_tiles), replay)  # the noise comes after the parameter draws
+    pairs.draw(len(tiles256), replay)  # the noise comes after the parameter draws
     learned = degradation.noise.sample(clean, replay)
     expected = clean + learned * out.draws.noise_scale.float()[:, None, None, None]
     assert torch.allclose(out.lr, expected, atol=1e-6, rtol=0)
-    assert len(set(out.draws.noise_scale.tolist())) == len(naip_tiles)
+    assert len(set(out.draws.noise_scale.tolist())) == len(tiles256)
 
 
 def test_published_randomisation_equals_the_degradation(degradation, crops):
@@ -143,26 +150,36 @@ def test_each_sample_gets_its_drawn_harmonization_mode(degradation, crops):
     with torch.no_grad():
         for i, mode_index in enumerate(out.draws.harmonization.tolist()):
             mode = HARMONIZATION_CHOICES[mode_index]
-            expected = degradation(crops[i : i + 1], harmonization=mode, noise=False).lr
-            assert torch.allclose(out.lr[i : i + 1], expected, atol=1e-5, rtol=0), mode
+            expected = degradation(crops[i : i + 1], harmonization=mode, noise=False, return_harmonized=True)
+            assert torch.allclose(out.lr[i : i + 1], expected.lr, atol=1e-5, rtol=0), mode
+            assert torch.allclose(out.hr[i : i + 1], expected.harmonized, atol=1e-6, rtol=0), mode
+    assert not torch.equal(out.hr, crops)
+    as_input = TrainingPairs.from_degradation(degradation, pairs.randomization, target="input")
+    assert as_input(crops, step_generator(seed, 0)).hr is crops
 
 
-def test_shift_misregisters_the_lr_by_the_drawn_amount(degradation, naip_tiles):
+def test_shift_misregisters_the_lr_by_the_drawn_amount(degradation, tiles256):
     from dataset_builder.align import estimate_shift
 
     pairs = only(degradation, shift_lr_px=SHIFT_MAX_LR_PX)
-    out = pairs(naip_tiles, step_generator(3, 0))
-    aligned = degradation.blur(naip_tiles)
-    for i in range(len(naip_tiles)):
+    out = pairs(tiles256, step_generator(3, 0))
+    aligned = degradation.blur(tiles256)
+    for i in range(len(tiles256)):
         measured = estimate_shift(aligned[i].numpy(), out.lr[i].numpy())
         assert np.allclose(measured, out.draws.shifts[i].numpy(), atol=0.1), (measured, out.draws.shifts[i])
 
 
-def test_shift_content_moves_content_by_whole_pixels_like_roll(naip_tiles):
-    x = naip_tiles[:1, :, :64, :64]
-    moved = shift_content(x, torch.tensor([[2.0, -3.0]], dtype=torch.float64))
-    rolled = torch.roll(x, shifts=(2, -3), dims=(-2, -1))
-    assert torch.allclose(moved[..., 4:-4, 4:-4], rolled[..., 4:-4, 4:-4], atol=1e-6)
+def test_whole_pixel_shifts_equal_the_blur_of_the_rolled_image(pairs, naip_tiles):
+    """In the interior (away from the padding), a shift by whole HR pixels is δ of the rolled image."""
+    hr = naip_tiles[:2, :, :128, :128]
+    shifts = torch.tensor([[8.0, -4.0], [-3.0, 5.0]], dtype=torch.float64)
+    sigmas = torch.tensor([pairs.blur.sigmas] * 2, dtype=torch.float64)
+    lr = pairs.degrade(hr, sigmas, shifts)
+    for i, (dy, dx) in enumerate(shifts.long().tolist()):
+        expected = pairs.blur(torch.roll(hr[i : i + 1], shifts=(dy, dx), dims=(-2, -1)))
+        assert torch.allclose(lr[i, :, 5:-5, 5:-5], expected[0, :, 5:-5, 5:-5], atol=1e-6)
+    with pytest.raises(TrainingPairError, match="reach"):
+        shifted_kernels(torch.ones(1, 3) / 3, torch.tensor([3.0]), reach=2)
 
 
 # ---------------------------------------------------------------------------------------- device, dtype
