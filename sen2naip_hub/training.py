@@ -7,7 +7,8 @@ and :class:`~sen2naip_hub.models.HarmonizationModel`), randomised around it per 
 from one ``torch.Generator``; :func:`step_generator` seeds one per (seed, step, DataLoader worker), so
 the same seed gives the same pairs. Sources of HR batches: :mod:`sen2naip_hub.training_data`.
 
-Randomisation ranges (each drawn uniformly, independently per sample; named constants below):
+Randomisation ranges (each drawn uniformly, independently per sample; the named constants live in
+:mod:`sen2naip_hub.training_random`):
 
 ================  ==============================================  =========================================
 draw              range                                           source
@@ -28,13 +29,15 @@ harmonization     ``global`` / ``local`` / ``none``, equal odds     the modes of
   484-px NAIP tiles of ``../shared/sample`` (two per date; Gaussian + bilinear, grid step 0.05 px) stays
   below each band's mean |noise| of the published table (R 0.0025, G 0.0024, B 0.0026, NIR 0.0018
   reflectance) over these intervals. The sample NAIP is resampled to 5 m (smoother than SEN2NAIP's
-  2.5 m), which widens the curve a little. ``tests/test_training_pairs.py`` recomputes them.
+  2.5 m), which makes neighbouring σ harder to tell apart: on 2.5 m imagery the intervals are likely
+  narrower. ``tests/test_training_pairs.py`` recomputes them.
 * **Noise scale.** The learned draw is multiplied by the scale. A blind denoiser fitted on the real
   Sentinel-2 of the sample measured 0.20–0.63 × the published table's std per reflectance bin (median
   0.45); the published table (1.0) is the upper end.
 * **Shift.** The HR content is translated by the drawn sub-pixel shift (linear interpolation) before
   the PSF, so the LR is misregistered against the returned HR as a real pair that passed QA1 can be.
-  Linear interpolation smooths by at most σ = 0.5 HR px, which changes the PSF's σ by ≤ 0.04 px.
+  Linear interpolation smooths by at most σ = 0.5 HR px, which widens the PSF by ≤ 0.06 px (at the
+  smallest σ drawn, 2.35 px).
 
 **How δ is applied per sample.** δ along one axis is a matrix (:func:`~sen2naip_hub.models.blur.
 axis_operator`, what :class:`~sen2naip_hub.models.BlurModel` applies as two matrix products) and it is
@@ -46,8 +49,9 @@ batched matrix products, as the published δ does.
 The returned ``hr`` (the SR target) is the HR after the sample's harmonization, unshifted: the
 published pipeline (opensr-degradation 1.0.1 ``pipe.forward``) returns ``(lr, harmonized hr)`` too, so
 the network learns resolution, not a change of radiometry. It is the input tensor itself where no
-sample is harmonized (``target="input"`` always returns the input). ``lr`` is ``(B, 4, H/4, W/4)``;
-both keep the input's dtype and device.
+sample is harmonized (``target="input"`` always returns the input). ``lr`` is ``(B, 4, H/4, W/4)``,
+not clipped (noise can take dark pixels slightly below 0, as with :class:`~sen2naip_hub.models.
+Degradation`); both keep the input's dtype and device.
 """
 
 from __future__ import annotations
@@ -216,6 +220,11 @@ class TrainingPairs(torch.nn.Module):
                 os.path.join(folder, "harmonization"), map_location=map_location
             )
         return cls(blur, noise, harmonization, randomization, target)
+
+    def train(self, mode: bool = True) -> TrainingPairs:
+        """Stays in eval mode (``mode`` is ignored): the degradation is applied, never fitted, and a
+        U-Net in training mode would change its BatchNorm statistics with every batch."""
+        return super().train(False)
 
     # -------------------------------------------------------------------------------------- draws
     def draw(self, batch: int, generator: torch.Generator | None = None) -> Draws:

@@ -37,7 +37,7 @@ DEFAULT_TILE: int = 484
 
 
 def hr_to_tensor(value: Any, sensor: Sensor = SENTINEL2, name: str = "hr") -> torch.Tensor:
-    """A batch of HR rasters ``(B, 4, H, W)`` (tensor, numpy array or nested lists) as float reflectance:
+    """HR rasters (a tensor, numpy array or nested lists, any shape) as float reflectance:
     floats pass through (as float32 unless already a float tensor), integers are divided by
     ``sensor.dn_scale``."""
     if isinstance(value, torch.Tensor):
@@ -92,7 +92,7 @@ class PairTransform:
         else:
             out = {}
             items = [item[self.column] if isinstance(item, Mapping) else item for item in batch]
-            hr = torch.stack([hr_to_tensor(item[None], self.sensor, self.column)[0] for item in items])
+            hr = torch.stack([hr_to_tensor(item, self.sensor, self.column) for item in items])
         pair = self.pairs(hr, self.generator())
         out[self.column], out["lr"] = pair.hr, pair.lr
         return out

@@ -31,7 +31,8 @@ __all__ = [
 
 #: Per band (R, G, B, NIR), the (below, above) offsets of σ from the model's σ, in HR pixels: the
 #: interval where the blur fit's MAE error curve stays within the published noise's mean |noise|
-#: (module docstring; measured on the real NAIP sample, recomputed by tests/test_training_pairs.py).
+#: (:mod:`sen2naip_hub.training`'s docstring; measured on the real NAIP sample, recomputed by
+#: tests/test_training_pairs.py).
 SIGMA_TOLERANCE_HR_PX: tuple[tuple[float, float], ...] = (
     (-0.40, 0.55),
     (-0.45, 0.65),
@@ -45,7 +46,8 @@ NOISE_SCALE_RANGE: tuple[float, float] = (0.2, 1.0)
 #: Largest misregistration of LR against HR, LR pixels (radius): SEN2NAIP's QA1 keeps pairs whose
 #: residual misalignment is ≤ 1 LR px (Aybar et al. 2024; ``dataset_builder.qa.QA1_MAX_RESIDUAL_LR_PX``).
 SHIFT_MAX_LR_PX: float = 1.0
-#: Harmonization modes a sample can draw, in the order :attr:`Draws.harmonization` indexes them.
+#: Harmonization modes a sample can draw, in the order
+#: :attr:`sen2naip_hub.training.Draws.harmonization` indexes them.
 HARMONIZATION_CHOICES: tuple[str, ...] = ("global", "local", "none")
 #: Default odds of each harmonization mode: equal.
 DEFAULT_HARMONIZATION_ODDS: Mapping[str, float] = MappingProxyType(dict.fromkeys(HARMONIZATION_CHOICES, 1.0))
@@ -128,10 +130,13 @@ def step_seed(seed: int, step: int, worker: int | None = None) -> int:
     if worker is None:
         info = torch.utils.data.get_worker_info()
         worker = -1 if info is None else info.id
-    values = (seed, step, worker + 1)
-    if any(not isinstance(v, int | np.integer) or v < 0 for v in values):
-        raise TrainingPairError(f"seed, step and worker must be integers >= 0 (worker >= -1), got {values}")
-    state = np.random.SeedSequence([int(v) for v in values]).generate_state(1, dtype=np.uint64)[0]
+    values = (seed, step, worker)
+    if any(not isinstance(v, int | np.integer) for v in values) or min(seed, step) < 0 or worker < -1:
+        raise TrainingPairError(
+            f"expected integers seed >= 0, step >= 0, worker >= -1 (the main process), got {values}"
+        )
+    entropy = [int(seed), int(step), int(worker) + 1]
+    state = np.random.SeedSequence(entropy).generate_state(1, dtype=np.uint64)[0]
     return int(state >> np.uint64(1))
 
 

@@ -191,6 +191,7 @@ def test_device_and_dtype_are_kept(degradation, crops, dtype):
     assert tuple(out.lr.shape) == (2, 4, CROP // 4, CROP // 4) and torch.isfinite(out.lr.float()).all()
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_input_gives_cuda_pairs_and_a_cuda_generator_is_reproducible(pairs, crops):
     hr = crops.cuda()
@@ -305,6 +306,13 @@ def test_models_that_cannot_make_the_pairs_are_rejected(tmp_path):
         TrainingPairs.from_pretrained(tmp_path, Randomization(harmonization=NO_HARMONIZATION))
 
 
+def test_pairs_stay_in_eval_mode_inside_a_training_model(degradation):
+    holder = torch.nn.Module()
+    holder.pairs = TrainingPairs.from_degradation(degradation)
+    holder.train()
+    assert not any(module.training for module in holder.pairs.modules())
+
+
 def test_from_pretrained_without_harmonization_needs_no_unet(reference_dir, crops):
     folder = reference_dir / "sen2naip-degradation"
     pairs = TrainingPairs.from_pretrained(folder, Randomization(harmonization=NO_HARMONIZATION))
@@ -343,3 +351,23 @@ def test_shift_range_is_the_qa1_threshold():
     from dataset_builder.qa import QA1_MAX_RESIDUAL_LR_PX
 
     assert SHIFT_MAX_LR_PX == QA1_MAX_RESIDUAL_LR_PX
+
+
+def test_train_sr_example_runs_and_reports_the_table(reference_dir, sample_dir):
+    """A two-step run of examples/train_sr.py: it trains, evaluates held-out pairs and prints the table."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "examples" / "train_sr.py"
+    spec = importlib.util.spec_from_file_location("train_sr", path)
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    argv = ["--models", str(reference_dir / "sen2naip-degradation"), "--sample-dir", str(sample_dir)]
+    table = example.main(
+        [*argv, "--steps", "2", "--batch", "2", "--patch", "64", "--eval-tiles", "3", "--workers", "0"]
+    )
+    rows = [line for line in table.splitlines() if line.startswith(("| randomised", "| published"))]
+    assert len(rows) == 2
+    for row in rows:
+        cells = [cell.strip().removesuffix(" dB") for cell in row.strip("|").split("|")]
+        assert cells[1] == "3" and all(math.isfinite(float(value)) for value in cells[2:])
