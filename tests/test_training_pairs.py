@@ -371,3 +371,24 @@ def test_train_sr_example_runs_and_reports_the_table(reference_dir, sample_dir):
     for row in rows:
         cells = [cell.strip().removesuffix(" dB") for cell in row.strip("|").split("|")]
         assert cells[1] == "3" and all(math.isfinite(float(value)) for value in cells[2:])
+
+
+def test_the_pair_modules_import_neither_the_builder_nor_the_unet_nor_rasterio():
+    """The GPU machine has torch but no segmentation_models_pytorch, rasterio or datasets: pairs
+    without harmonization must work there (the U-Net and rasterio are imported only when used)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    heavy = ("dataset_builder", "segmentation_models_pytorch", "rasterio", "datasets", "pyarrow")
+    code = (
+        "import sys, torch, sen2naip_hub.training as t, sen2naip_hub.training_data\n"
+        "from sen2naip_hub.models import BlurModel, NoiseModel\n"
+        "r = t.Randomization(harmonization={'none': 1})\n"
+        "p = t.TrainingPairs(BlurModel(), NoiseModel(), randomization=r)\n"
+        "p(torch.rand(1, 4, 32, 32), t.step_generator(0, 0))\n"
+        f"print([m for m in {heavy!r} if m in sys.modules])"
+    )
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, "-c", code], check=True, cwd=root, capture_output=True, text=True)
+    assert done.stdout.strip() == "[]"
