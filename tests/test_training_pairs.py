@@ -306,6 +306,20 @@ def test_models_that_cannot_make_the_pairs_are_rejected(tmp_path):
         TrainingPairs.from_pretrained(tmp_path, Randomization(harmonization=NO_HARMONIZATION))
 
 
+def test_bad_sources_are_rejected_naming_the_value(tmp_path, sample_dir):
+    from sen2naip_hub.errors import UnreadableFileError
+
+    with pytest.raises(UnreadableFileError, match=r"no \*\.tif"):
+        GeoTiffTiles(tmp_path)
+    with pytest.raises(TrainingPairError, match="-4"):
+        GeoTiffTiles(sample_dir / "naip", tile=-4)
+    transform = PairTransform(
+        TrainingPairs(BlurModel(), NoiseModel(), randomization=Randomization.published("none"))
+    )
+    with pytest.raises(TrainingPairError, match="'image'"):
+        transform({"image": torch.rand(1, 4, 32, 32)})
+
+
 def test_pairs_stay_in_eval_mode_inside_a_training_model(degradation):
     holder = torch.nn.Module()
     holder.pairs = TrainingPairs.from_degradation(degradation)
