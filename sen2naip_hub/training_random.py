@@ -44,7 +44,7 @@ SIGMA_TOLERANCE_HR_PX: tuple[tuple[float, float], ...] = (
 #: published table.
 NOISE_SCALE_RANGE: tuple[float, float] = (0.2, 1.0)
 #: Largest misregistration of LR against HR, LR pixels (radius): SEN2NAIP's QA1 keeps pairs whose
-#: residual misalignment is ≤ 1 LR px (Aybar et al. 2024; ``dataset_builder.qa.QA1_MAX_RESIDUAL_LR_PX``).
+#: residual misalignment is ≤ 1 LR px (Aybar et al. 2024; the builder's ``QA1_MAX_RESIDUAL_LR_PX``).
 SHIFT_MAX_LR_PX: float = 1.0
 #: Harmonization modes a sample can draw, in the order
 #: :attr:`sen2naip_hub.training.Draws.harmonization` indexes them.

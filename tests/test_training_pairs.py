@@ -159,7 +159,7 @@ def test_each_sample_gets_its_drawn_harmonization_mode(degradation, crops):
 
 
 def test_shift_misregisters_the_lr_by_the_drawn_amount(degradation, tiles256):
-    from dataset_builder.align import estimate_shift
+    from dataset_builder.cross_sensor.align import estimate_shift
 
     pairs = only(degradation, shift_lr_px=SHIFT_MAX_LR_PX)
     out = pairs(tiles256, step_generator(3, 0))
@@ -362,7 +362,7 @@ def test_sigma_tolerance_is_where_the_blur_fits_error_curve_stays_within_the_noi
 
 
 def test_shift_range_is_the_qa1_threshold():
-    from dataset_builder.qa import QA1_MAX_RESIDUAL_LR_PX
+    from dataset_builder.core.facts import QA1_MAX_RESIDUAL_LR_PX
 
     assert SHIFT_MAX_LR_PX == QA1_MAX_RESIDUAL_LR_PX
 
