@@ -11,12 +11,12 @@ import pytest
 import torch
 
 from dataset_builder.cross_sensor.align import apply_shift
+from dataset_builder.fit.blur_outputs import save_blur_search
 from dataset_builder.fit.blur_search import (
     BlurSearchError,
     downsample_taps,
     estimate_shifts,
     predict_grid,
-    save_blur_search,
     search_blur,
 )
 from dataset_builder.fit.pairs import load_pairs, split_by_roi, write_roi_folders

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import torch
 
+from dataset_builder.fit.denoiser import DenoiserTraining
 from dataset_builder.fit.noise import (
-    DenoiserTraining,
     NoiseTable,
     accumulate_noise_table,
     fit_noise,

@@ -65,7 +65,8 @@ def blur(
     limit: Annotated[int | None, typer.Option(help="Use the first N pairs only.")] = None,
 ) -> None:
     """Grid search of σ × kernel × downsampling per band (MAE); writes a BlurModel + error curves."""
-    from dataset_builder.fit.blur_search import BlurSearchError, save_blur_search, search_blur
+    from dataset_builder.fit.blur_outputs import save_blur_search
+    from dataset_builder.fit.blur_search import BlurSearchError, search_blur
 
     data = _pairs(pairs, config, split, limit)
     try:
@@ -151,7 +152,8 @@ def noise(
     device: DeviceOpt = "cpu",
 ) -> None:
     """Train the blind denoiser on clean S2 with synthetic noise; tabulate P(noise | reflectance)."""
-    from dataset_builder.fit.noise import DenoiserTraining, fit_noise, load_s2_scenes
+    from dataset_builder.fit.denoiser import DenoiserTraining
+    from dataset_builder.fit.noise import fit_noise, load_s2_scenes
 
     sample = sample_dir if sample_dir is not None and sample_dir.is_dir() else None
     scenes = load_s2_scenes(sample, s2 or ())
@@ -186,9 +188,11 @@ def fit_all(
     device: DeviceOpt = "cpu",
 ) -> None:
     """Fit δ, λ and e, assemble a Degradation repo, and write report.md + PNGs on held-out pairs."""
-    from dataset_builder.fit.blur_search import save_blur_search, search_blur
+    from dataset_builder.fit.blur_outputs import save_blur_search
+    from dataset_builder.fit.blur_search import search_blur
+    from dataset_builder.fit.denoiser import DenoiserTraining
     from dataset_builder.fit.harmonization import HarmonizationTraining
-    from dataset_builder.fit.noise import DenoiserTraining, fit_noise, load_s2_scenes
+    from dataset_builder.fit.noise import fit_noise, load_s2_scenes
     from dataset_builder.fit.report import assemble_and_report
 
     device = _device(device)
