@@ -78,9 +78,10 @@ def degrade(
         raise InvalidImageError(
             f"--harmonization must be one of {', '.join(HARMONIZATION_MODES)}, got {harmonization!r}"
         )
-    raster = read_raster(input, NAIP)
     if precision not in PRECISIONS:
         raise InvalidImageError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    _check_outputs(input, output, hr_out)
+    raster = read_raster(input, NAIP)
     deg = Degradation.from_pretrained(model or default_model())
     deg.harmonization.precision = precision
     if compile:
@@ -99,6 +100,17 @@ def degrade(
     if hr_out is not None:
         write_raster(hr_out, hr, NAIP)
     typer.echo(f"wrote {output} ({lr.data.shape[1]}×{lr.data.shape[2]} px, bands {', '.join(lr.band_names)})")
+
+
+def _check_outputs(input: Path, output: Path, hr_out: Path | None) -> None:
+    """Refuse, before any computation, outputs that are folders, lie under a file, overwrite the input
+    or each other."""
+    from sen2naip_hub.files import check_distinct_outputs, check_output_path
+
+    for path in (output, hr_out):
+        if path is not None:
+            check_output_path(path, inputs=[input])
+    check_distinct_outputs(output, hr_out)
 
 
 @app.command("convert-reference")

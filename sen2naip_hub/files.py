@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_file", "save_figure"]
+from sen2naip_hub.errors import InvalidOutputError
+
+__all__ = ["atomic_file", "check_distinct_outputs", "check_output_path", "save_figure"]
 
 
 @contextmanager
@@ -35,6 +37,51 @@ def atomic_file(path: str | os.PathLike) -> Iterator[Path]:
         os.replace(tmp, path)
     finally:
         Path(tmp).unlink(missing_ok=True)
+
+
+def check_output_path(path: str | os.PathLike, inputs: Sequence[str | os.PathLike] = ()) -> Path:
+    """Raise :class:`InvalidOutputError` unless :func:`atomic_file` can write ``path``: it must not be
+    a folder nor one of ``inputs`` (compared as files: another spelling or a symlink is the same file),
+    and its nearest existing ancestor must be a writable folder (missing folders are created on write).
+
+    >>> check_output_path("/")
+    Traceback (most recent call last):
+    ...
+    sen2naip_hub.errors.InvalidOutputError: /: is a directory, expected a file path
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise InvalidOutputError(f"{path}: is a directory, expected a file path")
+    for source in inputs:
+        if _same_file(path, Path(source)):
+            raise InvalidOutputError(f"{path}: would overwrite the input {source}; choose another output")
+    ancestor = path.parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        if ancestor.is_symlink():  # a dangling link: mkdir cannot create through it
+            break
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise InvalidOutputError(f"{path}: cannot create it, {ancestor} is not a directory")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise InvalidOutputError(f"{path}: cannot create it, {ancestor} is not writable")
+    return path
+
+
+def check_distinct_outputs(*paths: str | os.PathLike | None) -> None:
+    """Raise :class:`InvalidOutputError` when two of ``paths`` (None ignored) name the same file."""
+    given = [Path(p) for p in paths if p is not None]
+    for i, first in enumerate(given):
+        for second in given[i + 1 :]:
+            if _same_file(first, second):
+                raise InvalidOutputError(f"{first} and {second}: two outputs would go to the same file")
+
+
+def _same_file(first: Path, second: Path) -> bool:
+    """Whether two paths name one file: :func:`os.path.samefile` when both exist, else the resolved
+    paths (symlinks followed, ``.`` and ``..`` removed)."""
+    if first.exists() and second.exists():
+        return os.path.samefile(first, second)
+    return first.resolve() == second.resolve()
 
 
 def save_figure(fig: Any, path: str | os.PathLike, dpi: int = 110) -> Path:
