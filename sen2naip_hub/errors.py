@@ -26,5 +26,9 @@ class ModelNotFoundError(Sen2NaipError, FileNotFoundError):
     """A model path or Hub repo id could not be resolved to a model."""
 
 
+class InvalidModelError(Sen2NaipError, ValueError):
+    """A model folder or repo was found, but its config or weights do not make a valid model."""
+
+
 class SampleNotFoundError(Sen2NaipError, FileNotFoundError):
     """The sample imagery the demo needs is not where it was looked for."""
