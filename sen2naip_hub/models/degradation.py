@@ -175,8 +175,17 @@ class Degradation(
         local_files_only: bool,
         token: str | bool | None,
         map_location: str = "cpu",
+        strict: bool = True,
         **model_kwargs: Any,
     ) -> Degradation:
+        """Download (``revision``, ``cache_dir``, ``force_download``, ``token``, ``local_files_only``)
+        the whole repo once, then load each part from its subfolder with ``map_location`` and
+        ``strict``. Other keywords are an error: the parts' settings come from their config.json."""
+        if model_kwargs:
+            raise TypeError(
+                f"Degradation.from_pretrained got unexpected keyword arguments {sorted(model_kwargs)} "
+                "(it takes map_location, strict and the Hub download arguments)"
+            )
         folder = model_id
         if not os.path.isdir(folder):
             folder = snapshot_download(
@@ -192,5 +201,5 @@ class Degradation(
             subfolder = os.path.join(folder, name)
             if not os.path.isdir(subfolder):
                 raise ModelNotFoundError(f"{model_id}: not a Degradation repo (no {name}/ subfolder)")
-            parts[name] = part_cls.from_pretrained(subfolder, map_location=map_location)
+            parts[name] = part_cls.from_pretrained(subfolder, map_location=map_location, strict=strict)
         return cls(**parts)
