@@ -99,3 +99,25 @@ def test_published_table_noise_std_rises_with_reflectance(noise_model):
     std = noise_model.noise_std()
     assert 0.0008 < float(std[:5].mean()) < 0.0016  # about 0.001 at low reflectance
     assert 0.0035 < float(std[-10:-1].mean()) < 0.0045  # about 0.004 at high reflectance
+
+
+def test_untrained_noise_model_fails_clearly_instead_of_adding_zero_noise():
+    from sen2naip_hub.errors import InvalidModelError
+    from sen2naip_hub.models import BlurModel, Degradation, HarmonizationModel
+
+    x = torch.full((1, 4, 16, 16), 0.2)
+    with pytest.raises(InvalidModelError, match=r"no noise table.*from_pretrained"):
+        NoiseModel()(x, torch.Generator().manual_seed(0))
+    composite = Degradation(HarmonizationModel(mode="none"), BlurModel())
+    with pytest.raises(InvalidModelError, match="no noise table"):
+        composite(torch.rand(1, 4, 32, 32), generator=torch.Generator().manual_seed(0))
+    assert torch.isfinite(composite(torch.rand(1, 4, 32, 32), noise=False).lr).all()
+    assert torch.equal(NoiseModel(mode="none")(x), x)
+    gaussian = NoiseModel().sample(x, mode="gaussian", generator=torch.Generator().manual_seed(0))
+    assert float(gaussian.std()) > 0
+
+
+def test_a_table_from_arrays_adds_noise(reference_noise_table):
+    model = NoiseModel.from_table(torch.from_numpy(reference_noise_table), *published_noise_axes())
+    noise = model.sample(torch.full((1, 4, 32, 32), 0.2), torch.Generator().manual_seed(0))
+    assert float(noise.std()) > 0.001

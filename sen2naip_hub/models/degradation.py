@@ -52,8 +52,9 @@ class Degradation(
     """SEN2NAIP's NAIP → Sentinel-2 degradation: λ (harmonization) → δ (blur + ×4 downsampling) → e (noise).
 
     Args:
-        harmonization, blur, noise: the parts; defaults are the published architecture with untrained
-            harmonization weights (load real ones with ``from_pretrained``).
+        harmonization, blur, noise: the parts; defaults are the published blur, the published U-Net
+            architecture with untrained weights and an empty noise table (which raises when noise is
+            asked for); load the real ones with ``from_pretrained``.
 
     >>> model = Degradation(noise=NoiseModel(mode="none"))
     >>> out = model(torch.rand(2, 4, 64, 64), harmonization="none")
