@@ -66,6 +66,10 @@ def degrade(
         bool, typer.Option("--compile/--no-compile", help="torch.compile the U-Net and histogram matching.")
     ] = False,
     tile: Annotated[int, typer.Option(min=16, help="Tile size in HR pixels.")] = 512,
+    nodata: Annotated[
+        float | None,
+        typer.Option(help="Input value that means nodata (in every band); default: the file's tag or mask."),
+    ] = None,
 ) -> None:
     """Degrade a NAIP GeoTIFF of any size into a Sentinel-2-like COG."""
     from sen2naip_hub.io import read_raster, write_raster
@@ -81,7 +85,7 @@ def degrade(
     if precision not in PRECISIONS:
         raise InvalidImageError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     _check_outputs(input, output, hr_out)
-    raster = read_raster(input, NAIP)
+    raster = read_raster(input, NAIP, nodata=nodata)
     deg = Degradation.from_pretrained(model or default_model())
     deg.harmonization.precision = precision
     if compile:

@@ -20,6 +20,7 @@ import rasterio
 import rasterio.shutil
 from affine import Affine
 from rasterio.crs import CRS
+from rasterio.enums import MaskFlags
 from rasterio.errors import NodataShadowWarning, NotGeoreferencedWarning, RasterioError
 from rasterio.io import MemoryFile
 from rasterio.windows import Window
@@ -137,34 +138,69 @@ def read_raster(
     path: str | os.PathLike,
     sensor: Sensor = NAIP,
     window: Window | None = None,
+    nodata: float | None = None,
 ) -> Raster:
     """Read a 4-band image of ``sensor`` as reflectance.
 
     Integer files are divided by the sensor's scale (NAIP /255, Sentinel-2 /10000); float files must
-    already be reflectance in [0, 1]. Pixels the file marks as nodata in every band become NaN.
+    already be reflectance in [0, 1]. Nodata becomes NaN; it comes only from, in this order: ``nodata``
+    (a stored value: pixels holding it in every band), the file's nodata tag (same rule), or its
+    internal per-dataset mask. An alpha band is never a mask: the 4th band is NIR, even in a TIFF whose
+    ExtraSamples tag calls it alpha (with RGB photometric), where GDAL would mask every NIR = 0 pixel.
 
     Raises:
         UnreadableFileError: missing, non-TIFF, corrupt or truncated file.
-        InvalidImageError: not 4 bands, float values outside [0, 1], or no valid pixel.
+        InvalidImageError: not 4 bands, float values outside [0, 1], ``nodata`` not representable in
+            the file's dtype, or no valid pixel.
     """
     info = read_info(path)
     if info.count != N_BANDS:
         raise InvalidImageError(
             f"{info.path}: expected {N_BANDS} bands ({', '.join(sensor.all_bands)}), found {info.count}"
         )
+    if nodata is not None:
+        _check_nodata_fits(nodata, info)
     try:
         with _quiet_rasterio_context(), rasterio.open(info.path) as src:
             counts = src.read(window=window)
-            mask = src.dataset_mask(window=window) > 0
+            valid = _valid_pixels(src, counts, window, info.nodata if nodata is None else nodata)
     except RasterioError as err:
         raise UnreadableFileError(f"{info.path}: corrupt or truncated ({_first_line(err)})") from err
+    if valid is not None and counts.dtype.kind == "f":
+        counts[:, ~valid] = np.nan  # a float nodata value such as -9999 is no reflectance to check
     data = _to_reflectance(counts, sensor, info.path)
-    data[:, ~mask] = np.nan
+    if valid is not None:
+        data[:, ~valid] = np.nan
     if not np.isfinite(data).any():
         raise InvalidImageError(f"{info.path}: every pixel is nodata")
     transform = info.transform if window is None else rasterio.windows.transform(window, info.transform)
     names = tuple(name or default for name, default in zip(info.band_names, sensor.all_bands, strict=True))
     return Raster(data=data, crs=info.crs, transform=transform, band_names=names)
+
+
+def _valid_pixels(src, counts: np.ndarray, window: Window | None, nodata: float | None) -> np.ndarray | None:
+    """``(H, W)`` True where a pixel has data, or None when all have: pixels equal to ``nodata`` in every
+    band are nodata; without ``nodata``, the internal per-dataset mask (not an alpha band) decides."""
+    if nodata is not None:
+        missing = np.isnan(counts) if np.isnan(nodata) else counts == counts.dtype.type(nodata)
+        return ~missing.all(axis=0)
+    flags = src.mask_flag_enums[0]
+    if MaskFlags.per_dataset in flags and MaskFlags.alpha not in flags:
+        return src.dataset_mask(window=window) > 0
+    return None
+
+
+def _check_nodata_fits(nodata: float, info: RasterInfo) -> None:
+    """Raise unless ``nodata`` is a value ``info``'s dtype can hold (an integer in range for integers)."""
+    dtype = np.dtype(info.dtype)
+    if dtype.kind not in "ui":
+        return
+    limits = np.iinfo(dtype)
+    if np.isnan(nodata) or nodata != int(nodata) or not limits.min <= nodata <= limits.max:
+        raise InvalidImageError(
+            f"{info.path}: nodata {nodata:g} is not a {dtype} value (expected an integer in "
+            f"[{limits.min}, {limits.max}])"
+        )
 
 
 def _to_reflectance(counts: np.ndarray, sensor: Sensor, path: str) -> np.ndarray:
