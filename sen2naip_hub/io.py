@@ -34,6 +34,7 @@ from sen2naip_hub.sensors import (
     SENTINEL2,
     Sensor,
     counts_to_reflectance,
+    reflectance_to_counts,
     validate_reflectance,
 )
 
@@ -219,17 +220,6 @@ def _to_reflectance(counts: np.ndarray, sensor: Sensor, path: str) -> np.ndarray
     raise InvalidImageError(f"{path}: expected integer or float pixels, found dtype {counts.dtype}")
 
 
-def _reflectance_to_counts(data: np.ndarray, sensor: Sensor) -> np.ndarray:
-    """Reflectance → the sensor's integers; NaN becomes the sensor's nodata value."""
-    info = np.iinfo(sensor.dtype)
-    # Valid pixels never collide with nodata: the smallest valid count is nodata + 1.
-    low = sensor.nodata + 1 if sensor.nodata == info.min else info.min
-    counts = np.clip(np.rint(np.nan_to_num(data, nan=0.0) * sensor.dn_scale), low, info.max)
-    counts = counts.astype(sensor.dtype)
-    counts[:, ~np.isfinite(data).all(axis=0)] = sensor.nodata
-    return counts
-
-
 def write_raster(
     path: str | os.PathLike, raster: Raster, sensor: Sensor = SENTINEL2, cog: bool = True
 ) -> Path:
@@ -238,7 +228,8 @@ def write_raster(
     The output is a Cloud-Optimized GeoTIFF (deflate, 256 px blocks, overviews) unless ``cog=False``.
     It appears at ``path`` only once complete.
     """
-    counts = _reflectance_to_counts(raster.data, sensor)
+    whole_pixels = np.where(np.isfinite(raster.data).all(axis=0), raster.data, np.nan)  # nodata in all bands
+    counts = reflectance_to_counts(whole_pixels, sensor)
     count, height, width = counts.shape
     profile = {
         "driver": "GTiff",

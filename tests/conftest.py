@@ -20,6 +20,7 @@ def offline_hf(monkeypatch: pytest.MonkeyPatch, home: Path) -> None:
     """HF_HUB_OFFLINE and a temporary HF_HOME, in the environment and in the live values that
     ``huggingface_hub`` and ``datasets`` read once, at import."""
     import huggingface_hub
+    import huggingface_hub.constants
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(home))
