@@ -6,7 +6,7 @@ Standard library only, so every part of the project (the GPU-side fitting code t
 from __future__ import annotations
 
 import os
-import tempfile
+import secrets
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -30,13 +30,32 @@ def atomic_file(path: str | os.PathLike) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    tmp = _new_temporary(path)
     try:
         yield Path(tmp)
         os.replace(tmp, path)
     finally:
         Path(tmp).unlink(missing_ok=True)
+
+
+#: Mode a new file is created with before the umask applies (as ``open(path, "w")`` does), so what
+#: this project writes gets ``0o666 & ~umask`` like any other program's output, never a temporary
+#: file's 0o600.
+NEW_FILE_MODE: int = 0o666
+
+
+def _new_temporary(path: Path) -> Path:
+    """Create an empty, uniquely named file beside ``path`` with :data:`NEW_FILE_MODE` (the kernel
+    applies the umask). ``tempfile.mkstemp`` would make it 0o600, and the rename would keep that."""
+    for _ in range(100):
+        tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
+        try:
+            fd = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, NEW_FILE_MODE)
+        except FileExistsError:
+            continue
+        os.close(fd)
+        return tmp
+    raise FileExistsError(f"{path.parent}: no free temporary name beside {path.name}")
 
 
 def check_output_path(path: str | os.PathLike, inputs: Sequence[str | os.PathLike] = ()) -> Path:
