@@ -66,15 +66,6 @@ def test_matches_published_sampler_distribution(noise_model, reference_noise_tab
     assert stats.ks_2samp(reference, ours.numpy().ravel()).pvalue > 0.01
 
 
-def test_same_seed_same_noise_and_batch_consistency(noise_model):
-    x = torch.rand(3, 4, 20, 20, generator=torch.Generator().manual_seed(2)) * 0.5
-    a = noise_model(x, torch.Generator().manual_seed(7))
-    b = noise_model(x, torch.Generator().manual_seed(7))
-    c = noise_model(x, torch.Generator().manual_seed(8))
-    assert torch.equal(a, b)
-    assert not torch.equal(a, c)
-
-
 def test_per_band_tables(reference_noise_table):
     edges, values = published_noise_axes()
     table = torch.from_numpy(reference_noise_table)

@@ -12,7 +12,7 @@ from sen2naip_hub.models import BlurModel, Degradation, HarmonizationModel, Nois
 from sen2naip_hub.pipeline import degrade_raster
 
 
-class Reached(Exception):
+class ReachedError(Exception):
     """Raised by the spy once it has seen what the matcher received."""
 
 
@@ -29,7 +29,7 @@ def _spy_on_match(model: Degradation, seen: list, stop: bool) -> None:
     def spy(x, target, valid=None, mode="global"):
         seen.extend(t.device for t in (x, target, valid) if t is not None)
         if stop:
-            raise Reached
+            raise ReachedError
         return original(x, target, valid, mode)
 
     model.harmonization.match = spy
@@ -42,7 +42,7 @@ def test_matcher_receives_tensors_on_the_requested_device(nodata):
     model.harmonization.predict_target = lambda x, dtype=torch.float32: x.clone()  # autocast has no meta
     seen: list[torch.device] = []
     _spy_on_match(model, seen, stop=True)
-    with pytest.raises(Reached):
+    with pytest.raises(ReachedError):
         degrade_raster(model, _raster(nodata), device="meta", progress=False)
     assert seen and all(d.type == "meta" for d in seen), seen
 
