@@ -38,7 +38,7 @@ def _spy_on_match(model: Degradation, seen: list, stop: bool) -> None:
 @pytest.mark.parametrize("nodata", [False, True])
 def test_matcher_receives_tensors_on_the_requested_device(nodata):
     """``meta`` stands in for a GPU on a CPU-only machine: nothing is computed, devices are kept."""
-    model = Degradation(HarmonizationModel(), BlurModel(), NoiseModel(mode="none"))
+    model = Degradation(HarmonizationModel(encoder="resnet18"), BlurModel(), NoiseModel(mode="none"))
     model.harmonization.predict_target = lambda x, dtype=torch.float32: x.clone()  # autocast has no meta
     seen: list[torch.device] = []
     _spy_on_match(model, seen, stop=True)
@@ -48,7 +48,7 @@ def test_matcher_receives_tensors_on_the_requested_device(nodata):
 
 
 def test_cpu_run_is_unchanged_and_returns_cpu_arrays():
-    model = Degradation(HarmonizationModel(), BlurModel(), NoiseModel(mode="none"))
+    model = Degradation(HarmonizationModel(encoder="resnet18"), BlurModel(), NoiseModel(mode="none"))
     seen: list[torch.device] = []
     _spy_on_match(model, seen, stop=False)
     lr, hr = degrade_raster(model, _raster(True), progress=False)
@@ -60,7 +60,7 @@ def test_cpu_run_is_unchanged_and_returns_cpu_arrays():
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_matcher_runs_on_cuda():
-    model = Degradation(HarmonizationModel(), BlurModel(), NoiseModel(mode="none"))
+    model = Degradation(HarmonizationModel(encoder="resnet18"), BlurModel(), NoiseModel(mode="none"))
     seen: list[torch.device] = []
     _spy_on_match(model, seen, stop=False)
     lr, _ = degrade_raster(model, _raster(True), device="cuda", progress=False)
