@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -140,6 +140,8 @@ def read_raster(
     sensor: Sensor = NAIP,
     window: Window | None = None,
     nodata: float | None = None,
+    bands: Sequence[int] | None = None,
+    scale: float | None = None,
 ) -> Raster:
     """Read a 4-band image of ``sensor`` as reflectance.
 
@@ -149,33 +151,35 @@ def read_raster(
     internal per-dataset mask. An alpha band is never a mask: the 4th band is NIR, even in a TIFF whose
     ExtraSamples tag calls it alpha (with RGB photometric), where GDAL would mask every NIR = 0 pixel.
 
+    ``bands`` (1-based) picks the file's bands that are the sensor's (e.g. R, G, B, NIR) in order, for
+    files of other band layouts; ``scale`` replaces the sensor's DN → reflectance factor
+    (reflectance = DN × ``scale``) for other sensors' integers, whatever their width.
+
     Raises:
         UnreadableFileError: missing, non-TIFF, corrupt or truncated file.
-        InvalidImageError: not 4 bands, float values outside [0, 1], ``nodata`` not representable in
-            the file's dtype, or no valid pixel.
+        InvalidImageError: not 4 bands (or bad ``bands``), reflectance outside [0, 1], ``nodata`` not
+            representable in the file's dtype, or no valid pixel.
     """
     info = read_info(path)
-    if info.count != N_BANDS:
-        raise InvalidImageError(
-            f"{info.path}: expected {N_BANDS} bands ({', '.join(sensor.all_bands)}), found {info.count}"
-        )
+    indexes = _band_indexes(info, sensor, bands)
     if nodata is not None:
         _check_nodata_fits(nodata, info)
     try:
         with _quiet_rasterio_context(), rasterio.open(info.path) as src:
-            counts = src.read(window=window)
+            counts = src.read(indexes, window=window)
             valid = _valid_pixels(src, counts, window, info.nodata if nodata is None else nodata)
     except RasterioError as err:
         raise UnreadableFileError(f"{info.path}: corrupt or truncated ({_first_line(err)})") from err
     if valid is not None and counts.dtype.kind == "f":
         counts[:, ~valid] = np.nan  # a float nodata value such as -9999 is no reflectance to check
-    data = _to_reflectance(counts, sensor, info.path)
+    data = _to_reflectance(counts, sensor, info.path, scale)
     if valid is not None:
         data[:, ~valid] = np.nan
     if not np.isfinite(data).any():
         raise InvalidImageError(f"{info.path}: every pixel is nodata")
     transform = info.transform if window is None else rasterio.windows.transform(window, info.transform)
-    names = tuple(name or default for name, default in zip(info.band_names, sensor.all_bands, strict=True))
+    found = tuple(info.band_names[i - 1] for i in indexes)
+    names = tuple(name or default for name, default in zip(found, sensor.all_bands, strict=True))
     return Raster(data=data, crs=info.crs, transform=transform, band_names=names)
 
 
@@ -204,7 +208,30 @@ def _check_nodata_fits(nodata: float, info: RasterInfo) -> None:
         )
 
 
-def _to_reflectance(counts: np.ndarray, sensor: Sensor, path: str) -> np.ndarray:
+def _band_indexes(info: RasterInfo, sensor: Sensor, bands: Sequence[int] | None) -> list[int]:
+    """The 1-based band numbers to read: ``bands``, checked, or all of a file of exactly 4 bands."""
+    expected = f"{N_BANDS} bands ({', '.join(sensor.all_bands)})"
+    if bands is None:
+        if info.count != N_BANDS:
+            raise InvalidImageError(f"{info.path}: expected {expected}, found {info.count}")
+        return list(range(1, N_BANDS + 1))
+    if len(bands) != N_BANDS:
+        raise InvalidImageError(
+            f"{info.path}: expected {N_BANDS} band numbers for {expected}, got {list(bands)}"
+        )
+    for band in bands:
+        if not 1 <= band <= info.count:
+            raise InvalidImageError(f"{info.path}: band {band} does not exist (the file has {info.count})")
+    return [int(band) for band in bands]
+
+
+def _to_reflectance(counts: np.ndarray, sensor: Sensor, path: str, scale: float | None = None) -> np.ndarray:
+    if scale is not None and counts.dtype.kind in "uif":
+        if not scale > 0:
+            raise InvalidImageError(f"{path}: the DN scale must be > 0, got {scale:g}")
+        data = counts.astype(np.float32) * np.float32(scale)
+        validate_reflectance(data, name=f"{path} (DN × {scale:g})")
+        return data
     if counts.dtype.kind == "f":
         data = counts.astype(np.float32)
         validate_reflectance(data, name=path)
