@@ -14,7 +14,7 @@ from typing import Any
 
 from sen2naip_hub.errors import InvalidOutputError
 
-__all__ = ["atomic_file", "check_distinct_outputs", "check_output_path", "save_figure"]
+__all__ = ["atomic_file", "check_distinct_outputs", "check_output_path", "current_umask", "save_figure"]
 
 
 @contextmanager
@@ -33,6 +33,8 @@ def atomic_file(path: str | os.PathLike) -> Iterator[Path]:
     tmp = _new_temporary(path)
     try:
         yield Path(tmp)
+        if tmp.exists():  # a writer may have replaced the file (safetensors does, as 0o600): set its mode
+            os.chmod(tmp, NEW_FILE_MODE & ~current_umask())
         os.replace(tmp, path)
     finally:
         Path(tmp).unlink(missing_ok=True)
@@ -42,6 +44,25 @@ def atomic_file(path: str | os.PathLike) -> Iterator[Path]:
 #: this project writes gets ``0o666 & ~umask`` like any other program's output, never a temporary
 #: file's 0o600.
 NEW_FILE_MODE: int = 0o666
+
+
+def current_umask() -> int:
+    """The process's umask, read from ``/proc/self/status`` (Linux) without changing it; elsewhere
+    by setting and restoring it.
+
+    >>> 0 <= current_umask() <= 0o777
+    True
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _new_temporary(path: Path) -> Path:

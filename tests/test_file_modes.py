@@ -70,3 +70,18 @@ def test_a_failed_write_leaves_nothing(tmp_path):
         tmp.write_text("half")
         raise RuntimeError
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("mask", (0o022, 0o027))
+def test_saved_model_weights_respect_the_umask(tmp_path, mask):
+    """safetensors writes through its own 0o600 temporary file; the saved weights still follow the umask."""
+    from sen2naip_hub.models import BlurModel, NoiseModel
+
+    with umask(mask):
+        BlurModel().save_pretrained(tmp_path / "blur")
+        Degradation(HarmonizationModel(encoder="resnet18"), BlurModel(), NoiseModel()).save_pretrained(
+            tmp_path / "deg"
+        )
+    files = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert len([p for p in files if p.name == "model.safetensors"]) == 4
+    assert {p.name: _mode(p) for p in files} == {p.name: 0o666 & ~mask for p in files}

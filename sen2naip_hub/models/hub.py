@@ -20,6 +20,7 @@ from torch import nn
 
 from sen2naip_hub.constants import PAPER_CITATION, PAPER_URL, REFERENCE_LICENSE
 from sen2naip_hub.errors import InvalidModelError, ModelNotFoundError, Sen2NaipError
+from sen2naip_hub.files import atomic_file
 
 WEIGHTS_NAME = "model.safetensors"
 REPO_URL = "https://github.com/sen2naip-hub/sen2naip-hub"
@@ -107,6 +108,12 @@ class HubModel(
             ) from err
         # load_model copies into the existing parameters, which stay where they were: move the module.
         return model.to(map_location).eval()
+
+    def _save_pretrained(self, save_directory: Path) -> None:
+        """``model.safetensors`` through :func:`atomic_file`: complete or absent, and with the umask's
+        permissions (safetensors alone leaves its 0o600 temporary file's)."""
+        with atomic_file(Path(save_directory) / WEIGHTS_NAME) as tmp:
+            safetensors.torch.save_model(self, str(tmp))
 
     def generate_model_card(self, *args: Any, **kwargs: Any) -> ModelCard:
         """The card: the class docstring as description, the config as a table, the citation."""
