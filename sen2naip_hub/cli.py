@@ -16,6 +16,11 @@ import typer
 
 from sen2naip_hub.constants import DEFAULT_MODEL_REPO_ID
 from sen2naip_hub.errors import InvalidImageError, Sen2NaipError
+from sen2naip_hub.sensors import NAIP
+
+#: SEN2NAIP's HR pixel size (m); repeated from :mod:`sen2naip_hub.resample` so that ``--help`` needs
+#: no rasterio import.
+HR_RESOLUTION_M: float = NAIP.resolution_m
 
 app = typer.Typer(
     name="sen2naip",
@@ -66,21 +71,42 @@ def degrade(
         bool, typer.Option("--compile/--no-compile", help="torch.compile the U-Net and histogram matching.")
     ] = False,
     tile: Annotated[int, typer.Option(min=16, help="Tile size in HR pixels.")] = 512,
+    nodata: Annotated[
+        float | None,
+        typer.Option(help="Input value that means nodata (in every band); default: the file's tag or mask."),
+    ] = None,
+    hr_resolution: Annotated[
+        float, typer.Option(min=0.01, help="HR pixel size (m) finer inputs are area-averaged to; LR = ×4.")
+    ] = HR_RESOLUTION_M,
+    allow_coarse: Annotated[
+        bool, typer.Option("--allow-coarse", help="Degrade inputs coarser than --hr-resolution as they are.")
+    ] = False,
+    bands: Annotated[
+        str | None, typer.Option(help="Input band numbers of R,G,B,NIR, e.g. 3,2,1,4 (default: 1,2,3,4).")
+    ] = None,
+    scale: Annotated[
+        float | None, typer.Option(help="Reflectance per input DN (default: 1/255 for NAIP uint8).")
+    ] = None,
 ) -> None:
     """Degrade a NAIP GeoTIFF of any size into a Sentinel-2-like COG."""
     from sen2naip_hub.io import read_raster, write_raster
     from sen2naip_hub.models import Degradation
     from sen2naip_hub.models.harmonization import HARMONIZATION_MODES, PRECISIONS
     from sen2naip_hub.pipeline import degrade_raster
-    from sen2naip_hub.sensors import NAIP, SENTINEL2
+    from sen2naip_hub.resample import conform_resolution
+    from sen2naip_hub.sensors import SENTINEL2
 
     if harmonization is not None and harmonization not in HARMONIZATION_MODES:
         raise InvalidImageError(
             f"--harmonization must be one of {', '.join(HARMONIZATION_MODES)}, got {harmonization!r}"
         )
-    raster = read_raster(input, NAIP)
     if precision not in PRECISIONS:
         raise InvalidImageError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    _check_outputs(input, output, hr_out)
+    raster = read_raster(input, NAIP, nodata=nodata, bands=_band_numbers(bands), scale=scale)
+    raster, note = conform_resolution(raster, str(input), hr_resolution, allow_coarse)
+    if note:
+        typer.echo(note)
     deg = Degradation.from_pretrained(model or default_model())
     deg.harmonization.precision = precision
     if compile:
@@ -99,6 +125,27 @@ def degrade(
     if hr_out is not None:
         write_raster(hr_out, hr, NAIP)
     typer.echo(f"wrote {output} ({lr.data.shape[1]}×{lr.data.shape[2]} px, bands {', '.join(lr.band_names)})")
+
+
+def _band_numbers(text: str | None) -> list[int] | None:
+    """``--bands 3,2,1,4`` → ``[3, 2, 1, 4]``."""
+    if text is None:
+        return None
+    try:
+        return [int(part) for part in text.split(",")]
+    except ValueError:
+        raise InvalidImageError(f"--bands expects band numbers such as 1,2,3,4, got {text!r}") from None
+
+
+def _check_outputs(input: Path, output: Path, hr_out: Path | None) -> None:
+    """Refuse, before any computation, outputs that are folders, lie under a file, overwrite the input
+    or each other."""
+    from sen2naip_hub.files import check_distinct_outputs, check_output_path
+
+    for path in (output, hr_out):
+        if path is not None:
+            check_output_path(path, inputs=[input])
+    check_distinct_outputs(output, hr_out)
 
 
 @app.command("convert-reference")

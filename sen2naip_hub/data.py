@@ -124,10 +124,11 @@ class PairTorchDataset(torch.utils.data.Dataset):
     """A map-style split as a torch ``Dataset`` of float32 reflectance ``hr`` / ``lr``.
 
     Indexing one item gives ``(4, H, W)`` tensors; the DataLoader's batched fetch (``__getitems__``)
-    reads a whole batch in one arrow slice. Use :meth:`collate` as the DataLoader's ``collate_fn``::
+    reads a whole batch in one arrow slice and returns its items, which a ``DataLoader``'s default
+    collate (or :meth:`collate`) stacks into ``(B, 4, H, W)`` batches::
 
         loader = DataLoader(PairTorchDataset(ds), batch_size=16, shuffle=True,
-                            generator=torch.Generator().manual_seed(0), collate_fn=PairTorchDataset.collate)
+                            generator=torch.Generator().manual_seed(0))
     """
 
     def __init__(self, dataset) -> None:
@@ -141,14 +142,16 @@ class PairTorchDataset(torch.utils.data.Dataset):
         batch = batch_to_reflectance(self.dataset[int(index) : int(index) + 1])
         return {key: value[0] for key, value in batch.items()}
 
-    def __getitems__(self, indices: Sequence[int]) -> dict[str, torch.Tensor]:
-        return batch_to_reflectance(self.dataset[[int(i) for i in indices]])
+    def __getitems__(self, indices: Sequence[int]) -> list[dict[str, torch.Tensor]]:
+        """The items at ``indices``, read in one arrow slice (a list, as any collate_fn expects)."""
+        batch = batch_to_reflectance(self.dataset[[int(i) for i in indices]])
+        return [{key: value[i] for key, value in batch.items()} for i in range(len(indices))]
 
     @staticmethod
     def collate(
         batch: dict[str, torch.Tensor] | Sequence[dict[str, torch.Tensor]],
     ) -> dict[str, torch.Tensor]:
-        """Pass a batch from ``__getitems__`` through; stack a list of single items."""
+        """Stack a list of single items (as ``__getitems__`` returns them); pass a batch dict through."""
         if isinstance(batch, Mapping):
             return dict(batch)
         return {key: torch.stack([item[key] for item in batch]) for key in ARRAY_COLUMNS}

@@ -22,8 +22,16 @@ class UnreadableFileError(Sen2NaipError, OSError):
     """A file is missing, is not a raster, or is corrupt or truncated."""
 
 
+class InvalidOutputError(Sen2NaipError, OSError):
+    """An output path cannot be written: it is a folder, lies under a file, or would overwrite an input."""
+
+
 class ModelNotFoundError(Sen2NaipError, FileNotFoundError):
     """A model path or Hub repo id could not be resolved to a model."""
+
+
+class InvalidModelError(Sen2NaipError, ValueError):
+    """A model folder or repo was found, but its config or weights do not make a valid model."""
 
 
 class SampleNotFoundError(Sen2NaipError, FileNotFoundError):

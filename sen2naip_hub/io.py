@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -20,6 +20,7 @@ import rasterio
 import rasterio.shutil
 from affine import Affine
 from rasterio.crs import CRS
+from rasterio.enums import MaskFlags
 from rasterio.errors import NodataShadowWarning, NotGeoreferencedWarning, RasterioError
 from rasterio.io import MemoryFile
 from rasterio.windows import Window
@@ -33,6 +34,7 @@ from sen2naip_hub.sensors import (
     SENTINEL2,
     Sensor,
     counts_to_reflectance,
+    reflectance_to_counts,
     validate_reflectance,
 )
 
@@ -137,37 +139,99 @@ def read_raster(
     path: str | os.PathLike,
     sensor: Sensor = NAIP,
     window: Window | None = None,
+    nodata: float | None = None,
+    bands: Sequence[int] | None = None,
+    scale: float | None = None,
 ) -> Raster:
     """Read a 4-band image of ``sensor`` as reflectance.
 
     Integer files are divided by the sensor's scale (NAIP /255, Sentinel-2 /10000); float files must
-    already be reflectance in [0, 1]. Pixels the file marks as nodata in every band become NaN.
+    already be reflectance in [0, 1]. Nodata becomes NaN; it comes only from, in this order: ``nodata``
+    (a stored value: pixels holding it in every band), the file's nodata tag (same rule), or its
+    internal per-dataset mask. An alpha band is never a mask: the 4th band is NIR, even in a TIFF whose
+    ExtraSamples tag calls it alpha (with RGB photometric), where GDAL would mask every NIR = 0 pixel.
+
+    ``bands`` (1-based) picks the file's bands that are the sensor's (e.g. R, G, B, NIR) in order, for
+    files of other band layouts; ``scale`` replaces the sensor's DN → reflectance factor
+    (reflectance = DN × ``scale``) for other sensors' integers, whatever their width.
 
     Raises:
         UnreadableFileError: missing, non-TIFF, corrupt or truncated file.
-        InvalidImageError: not 4 bands, float values outside [0, 1], or no valid pixel.
+        InvalidImageError: not 4 bands (or bad ``bands``), reflectance outside [0, 1], ``nodata`` not
+            representable in the file's dtype, or no valid pixel.
     """
     info = read_info(path)
-    if info.count != N_BANDS:
-        raise InvalidImageError(
-            f"{info.path}: expected {N_BANDS} bands ({', '.join(sensor.all_bands)}), found {info.count}"
-        )
+    indexes = _band_indexes(info, sensor, bands)
+    if nodata is not None:
+        _check_nodata_fits(nodata, info)
     try:
         with _quiet_rasterio_context(), rasterio.open(info.path) as src:
-            counts = src.read(window=window)
-            mask = src.dataset_mask(window=window) > 0
+            counts = src.read(indexes, window=window)
+            valid = _valid_pixels(src, counts, window, info.nodata if nodata is None else nodata)
     except RasterioError as err:
         raise UnreadableFileError(f"{info.path}: corrupt or truncated ({_first_line(err)})") from err
-    data = _to_reflectance(counts, sensor, info.path)
-    data[:, ~mask] = np.nan
+    if valid is not None and counts.dtype.kind == "f":
+        counts[:, ~valid] = np.nan  # a float nodata value such as -9999 is no reflectance to check
+    data = _to_reflectance(counts, sensor, info.path, scale)
+    if valid is not None:
+        data[:, ~valid] = np.nan
     if not np.isfinite(data).any():
         raise AllNodataError(f"{info.path}: every pixel is nodata")
     transform = info.transform if window is None else rasterio.windows.transform(window, info.transform)
-    names = tuple(name or default for name, default in zip(info.band_names, sensor.all_bands, strict=True))
+    found = tuple(info.band_names[i - 1] for i in indexes)
+    names = tuple(name or default for name, default in zip(found, sensor.all_bands, strict=True))
     return Raster(data=data, crs=info.crs, transform=transform, band_names=names)
 
 
-def _to_reflectance(counts: np.ndarray, sensor: Sensor, path: str) -> np.ndarray:
+def _valid_pixels(src, counts: np.ndarray, window: Window | None, nodata: float | None) -> np.ndarray | None:
+    """``(H, W)`` True where a pixel has data, or None when all have: pixels equal to ``nodata`` in every
+    band are nodata; without ``nodata``, the internal per-dataset mask (not an alpha band) decides."""
+    if nodata is not None:
+        missing = np.isnan(counts) if np.isnan(nodata) else counts == counts.dtype.type(nodata)
+        return ~missing.all(axis=0)
+    flags = src.mask_flag_enums[0]
+    if MaskFlags.per_dataset in flags and MaskFlags.alpha not in flags:
+        return src.dataset_mask(window=window) > 0
+    return None
+
+
+def _check_nodata_fits(nodata: float, info: RasterInfo) -> None:
+    """Raise unless ``nodata`` is a value ``info``'s dtype can hold (an integer in range for integers)."""
+    dtype = np.dtype(info.dtype)
+    if dtype.kind not in "ui":
+        return
+    limits = np.iinfo(dtype)
+    if np.isnan(nodata) or nodata != int(nodata) or not limits.min <= nodata <= limits.max:
+        raise InvalidImageError(
+            f"{info.path}: nodata {nodata:g} is not a {dtype} value (expected an integer in "
+            f"[{limits.min}, {limits.max}])"
+        )
+
+
+def _band_indexes(info: RasterInfo, sensor: Sensor, bands: Sequence[int] | None) -> list[int]:
+    """The 1-based band numbers to read: ``bands``, checked, or all of a file of exactly 4 bands."""
+    expected = f"{N_BANDS} bands ({', '.join(sensor.all_bands)})"
+    if bands is None:
+        if info.count != N_BANDS:
+            raise InvalidImageError(f"{info.path}: expected {expected}, found {info.count}")
+        return list(range(1, N_BANDS + 1))
+    if len(bands) != N_BANDS:
+        raise InvalidImageError(
+            f"{info.path}: expected {N_BANDS} band numbers for {expected}, got {list(bands)}"
+        )
+    for band in bands:
+        if not 1 <= band <= info.count:
+            raise InvalidImageError(f"{info.path}: band {band} does not exist (the file has {info.count})")
+    return [int(band) for band in bands]
+
+
+def _to_reflectance(counts: np.ndarray, sensor: Sensor, path: str, scale: float | None = None) -> np.ndarray:
+    if scale is not None and counts.dtype.kind in "uif":
+        if not scale > 0:
+            raise InvalidImageError(f"{path}: the DN scale must be > 0, got {scale:g}")
+        data = counts.astype(np.float32) * np.float32(scale)
+        validate_reflectance(data, name=f"{path} (DN × {scale:g})")
+        return data
     if counts.dtype.kind == "f":
         data = counts.astype(np.float32)
         validate_reflectance(data, name=path)
@@ -183,17 +247,6 @@ def _to_reflectance(counts: np.ndarray, sensor: Sensor, path: str) -> np.ndarray
     raise InvalidImageError(f"{path}: expected integer or float pixels, found dtype {counts.dtype}")
 
 
-def _reflectance_to_counts(data: np.ndarray, sensor: Sensor) -> np.ndarray:
-    """Reflectance → the sensor's integers; NaN becomes the sensor's nodata value."""
-    info = np.iinfo(sensor.dtype)
-    # Valid pixels never collide with nodata: the smallest valid count is nodata + 1.
-    low = sensor.nodata + 1 if sensor.nodata == info.min else info.min
-    counts = np.clip(np.rint(np.nan_to_num(data, nan=0.0) * sensor.dn_scale), low, info.max)
-    counts = counts.astype(sensor.dtype)
-    counts[:, ~np.isfinite(data).all(axis=0)] = sensor.nodata
-    return counts
-
-
 def write_raster(
     path: str | os.PathLike, raster: Raster, sensor: Sensor = SENTINEL2, cog: bool = True
 ) -> Path:
@@ -202,7 +255,8 @@ def write_raster(
     The output is a Cloud-Optimized GeoTIFF (deflate, 256 px blocks, overviews) unless ``cog=False``.
     It appears at ``path`` only once complete.
     """
-    counts = _reflectance_to_counts(raster.data, sensor)
+    whole_pixels = np.where(np.isfinite(raster.data).all(axis=0), raster.data, np.nan)  # nodata in all bands
+    counts = reflectance_to_counts(whole_pixels, sensor)
     count, height, width = counts.shape
     profile = {
         "driver": "GTiff",

@@ -81,16 +81,18 @@ def run_tiled(
     device: torch.device,
     desc: str,
     progress: bool,
+    out_device: torch.device | str = "cpu",
 ) -> torch.Tensor:
-    """Apply ``fn`` (which divides sizes by ``scale``) to ``image`` ``(C, H, W)`` tile by tile."""
+    """Apply ``fn`` (which divides sizes by ``scale``) to ``image`` ``(C, H, W)`` tile by tile; the
+    result is assembled on ``out_device``."""
     c, h, w = image.shape
-    out = torch.empty(c, h // scale, w // scale, dtype=image.dtype)
+    out = torch.empty(c, h // scale, w // scale, dtype=image.dtype, device=out_device)
     plan = tiles(h, w, core, margin)
     batches = list(_batched_by_shape(plan, batch_size))
     for batch in tqdm(batches, desc=desc, disable=not progress, unit="batch"):
         x = torch.stack([image[:, t.r0 : t.r1, t.c0 : t.c1] for t in batch]).to(device)
         with torch.inference_mode():
-            y = fn(x).cpu()
+            y = fn(x).to(out_device)
         for t, yt in zip(batch, y, strict=True):
             a, b = (t.core_r0 - t.r0) // scale, (t.core_c0 - t.c0) // scale
             hh, ww = (t.core_r1 - t.core_r0) // scale, (t.core_c1 - t.core_c0) // scale
@@ -115,7 +117,9 @@ def degrade_raster(
     """Degrade a NAIP :class:`Raster` into an S2-like one; also returns the harmonized HR.
 
     The LR grid has the same origin and CRS and ``scale``-times larger pixels; when the HR size is not
-    a multiple of ``scale`` the last partial LR row/column is dropped.
+    a multiple of ``scale`` the last partial LR row/column is dropped. The U-Net, the histogram matching
+    (over the whole image at once, so the image and its target are held on ``device``) and the blur run
+    on ``device``; the results come back as numpy arrays.
     """
     device = torch.device(device)
     model = model.to(device)
@@ -138,15 +142,17 @@ def degrade_raster(
             device,
             "harmonization U-Net",
             progress,
+            out_device=device,
         )
-        mask = None if bool(valid.all()) else valid[None]
-        harmonized = model.harmonization.match(filled[None], target[None], mask, mode)[0]
+        mask = None if bool(valid.all()) else valid[None].to(device)
+        harmonized = model.harmonization.match(filled[None].to(device), target[None], mask, mode)[0]
 
     margin = -(-model.blur.reach // scale) * scale  # reach rounded up to whole LR pixels
     core = max(tile // scale * scale, scale)
     lr = run_tiled(
         harmonized, model.blur, core, margin, scale, batch_size, device, "blur + downsample", progress
     )
+    harmonized = harmonized.cpu()
     lr = lr[:, : hr.shape[1] // scale, : hr.shape[2] // scale]
     if noise:
         generator = torch.Generator().manual_seed(seed)

@@ -19,6 +19,7 @@ __all__ = [
     "Sensor",
     "counts_to_reflectance",
     "naip_to_reflectance",
+    "reflectance_to_counts",
     "reflectance_to_naip",
     "reflectance_to_s2",
     "s2_to_reflectance",
@@ -109,13 +110,35 @@ def naip_to_reflectance(array: np.ndarray, name: str = "NAIP image") -> np.ndarr
     return counts_to_reflectance(array, NAIP)
 
 
+def reflectance_to_counts(array: np.ndarray, sensor: Sensor) -> np.ndarray:
+    """Float reflectance → the sensor's stored integers: the one rule every writer of DN uses.
+
+    Each value becomes ``rint(reflectance × sensor.dn_scale)`` clipped to the dtype's range, except that
+    a non-finite value (NaN = nodata) becomes ``sensor.nodata`` and no valid value does: when nodata is
+    the dtype's minimum (0, the Sentinel-2 L2A ``NO_DATA`` convention), valid reflectance maps to at
+    least 1, so a dark pixel stays distinguishable from nodata. To mark a whole pixel as nodata, set all
+    its bands to NaN first (as :func:`sen2naip_hub.io.write_raster` does).
+
+    >>> reflectance_to_counts(np.array([np.nan, 0.0, 0.00004, 0.5, 1.0, 7.0]), SENTINEL2).tolist()
+    [0, 1, 1, 5000, 10000, 65535]
+    """
+    info = np.iinfo(sensor.dtype)
+    low = sensor.nodata + 1 if sensor.nodata == info.min else info.min
+    finite = np.isfinite(array)
+    scaled = np.rint(np.where(finite, array, 0.0) * sensor.dn_scale)
+    counts = np.clip(scaled, low, info.max).astype(sensor.dtype)
+    counts[~finite] = sensor.nodata
+    return counts
+
+
 def reflectance_to_naip(array: np.ndarray) -> np.ndarray:
-    """Float reflectance → NAIP uint8 (rounded, clipped to [0, 255])."""
-    return np.clip(np.rint(array * NAIP.dn_scale), 0, 255).astype(np.uint8)
+    """Float reflectance → NAIP uint8 DN by :func:`reflectance_to_counts` (NaN → 0, valid → 1..255)."""
+    return reflectance_to_counts(array, NAIP)
 
 
 def s2_to_reflectance(array: np.ndarray, name: str = "Sentinel-2 image") -> np.ndarray:
-    """Sentinel-2 digital numbers → float32 reflectance (DN / 10000).
+    """Sentinel-2 digital numbers → float32 reflectance (DN / 10000). DN 0 is nodata in files this
+    project writes; it reads as 0.0 here (mask ``array == 0`` to drop it).
 
     >>> s2_to_reflectance(np.array([0, 10000], dtype="uint16")).tolist()
     [0.0, 1.0]
@@ -125,5 +148,6 @@ def s2_to_reflectance(array: np.ndarray, name: str = "Sentinel-2 image") -> np.n
 
 
 def reflectance_to_s2(array: np.ndarray) -> np.ndarray:
-    """Float reflectance → Sentinel-2 uint16 DN (reflectance × 10000, rounded, clipped to uint16)."""
-    return np.clip(np.rint(np.nan_to_num(array) * SENTINEL2.dn_scale), 0, 65535).astype(np.uint16)
+    """Float reflectance → Sentinel-2 uint16 DN by :func:`reflectance_to_counts`: NaN → 0 (nodata),
+    valid reflectance → 1..65535 (``rint(reflectance × 10000)``, at least 1)."""
+    return reflectance_to_counts(array, SENTINEL2)

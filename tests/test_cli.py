@@ -35,6 +35,7 @@ def test_degrade_writes_an_s2_like_cog(tmp_path, model_dir, sample_dir):
             "1",
             "--hr-out",
             str(hr_out),
+            "--allow-coarse",  # the sample is resampled to 5 m, coarser than NAIP's 2.5 m
         ]
     )
     assert code == 0
@@ -110,13 +111,14 @@ def test_bad_inputs_give_one_line_and_no_output(tmp_path, model_dir, sample_dir)
 
 def test_unknown_model_and_bad_options(tmp_path, sample_dir):
     out = tmp_path / "lr.tif"
-    result = _run_cli("degrade", str(NAIP_FILES[0]), str(out), "--model", "./no/such/model")
+    coarse = "--allow-coarse"  # the sample is 5 m
+    result = _run_cli("degrade", str(NAIP_FILES[0]), str(out), coarse, "--model", "./no/such/model")
     assert result.returncode == 1 and "no such model folder" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
-    result = _run_cli("degrade", str(NAIP_FILES[0]), str(out), "--model", "nobody/no-such-repo")
+    result = _run_cli("degrade", str(NAIP_FILES[0]), str(out), coarse, "--model", "nobody/no-such-repo")
     assert result.returncode == 1 and "nobody/no-such-repo" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
-    result = _run_cli("degrade", str(NAIP_FILES[0]), str(out), "--harmonization", "median")
+    result = _run_cli("degrade", str(NAIP_FILES[0]), str(out), coarse, "--harmonization", "median")
     assert result.returncode == 1 and "--harmonization must be one of" in result.stderr
     assert not out.exists()
 
@@ -132,7 +134,7 @@ def test_nodata_pixels_stay_nodata_in_the_output(tmp_path, model_dir, sample_dir
     with rasterio.open(holed, "w", **profile) as dst:
         dst.write(data)
     out = tmp_path / "lr.tif"
-    assert main(["degrade", str(holed), str(out), "--model", str(model_dir)]) == 0
+    assert main(["degrade", str(holed), str(out), "--model", str(model_dir), "--allow-coarse"]) == 0
     with rasterio.open(out) as lr:
         mask = lr.read(1) == 0
     assert mask[25:35, 25:35].all()  # LR pixels fully inside the hole

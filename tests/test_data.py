@@ -130,3 +130,19 @@ def test_bad_batches_raise_typed_errors() -> None:
 def test_library_never_imports_dataset_builder() -> None:
     code = "import sys, sen2naip_hub.data; assert 'dataset_builder' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO_ROOT)
+
+
+@pytest.mark.parametrize("num_workers", [0, 1])
+def test_torch_dataloader_without_collate_fn(folder: Path, records, num_workers) -> None:
+    """The default collate of a plain ``DataLoader`` stacks the items (it failed with KeyError: 0)."""
+    dataset = PairTorchDataset(load_pairs(folder, "synthetic", "train"))
+    loader = torch.utils.data.DataLoader(dataset, batch_size=5, num_workers=num_workers)
+    batches = list(loader)
+    assert [len(b["hr"]) for b in batches] == [5] * (len(records) // 5) + (
+        [len(records) % 5] if len(records) % 5 else []
+    )
+    torch.testing.assert_close(
+        torch.cat([b["lr"] for b in batches]), _expected(records, "lr"), rtol=0, atol=0
+    )
+    with_collate = torch.utils.data.DataLoader(dataset, batch_size=5, collate_fn=PairTorchDataset.collate)
+    torch.testing.assert_close(next(iter(with_collate))["hr"], batches[0]["hr"], rtol=0, atol=0)

@@ -17,7 +17,7 @@ from sen2naip_hub.sensors import NAIP, SENTINEL2, naip_to_reflectance, reflectan
 def test_scaling_round_trips():
     dn = np.arange(256, dtype=np.uint8)
     assert np.allclose(naip_to_reflectance(dn) * 255, dn)
-    s2 = np.array([0, 1, 9999, 10000], dtype=np.uint16)
+    s2 = np.array([1, 2, 9999, 10000], dtype=np.uint16)  # DN 0 is nodata: valid reflectance gives >= 1
     assert np.array_equal(reflectance_to_s2(s2_to_reflectance(s2)), s2)
     with pytest.raises(InvalidImageError, match="integer"):
         naip_to_reflectance(np.zeros(3, dtype=np.float32))

@@ -66,15 +66,6 @@ def test_matches_published_sampler_distribution(noise_model, reference_noise_tab
     assert stats.ks_2samp(reference, ours.numpy().ravel()).pvalue > 0.01
 
 
-def test_same_seed_same_noise_and_batch_consistency(noise_model):
-    x = torch.rand(3, 4, 20, 20, generator=torch.Generator().manual_seed(2)) * 0.5
-    a = noise_model(x, torch.Generator().manual_seed(7))
-    b = noise_model(x, torch.Generator().manual_seed(7))
-    c = noise_model(x, torch.Generator().manual_seed(8))
-    assert torch.equal(a, b)
-    assert not torch.equal(a, c)
-
-
 def test_per_band_tables(reference_noise_table):
     edges, values = published_noise_axes()
     table = torch.from_numpy(reference_noise_table)
@@ -99,3 +90,25 @@ def test_published_table_noise_std_rises_with_reflectance(noise_model):
     std = noise_model.noise_std()
     assert 0.0008 < float(std[:5].mean()) < 0.0016  # about 0.001 at low reflectance
     assert 0.0035 < float(std[-10:-1].mean()) < 0.0045  # about 0.004 at high reflectance
+
+
+def test_untrained_noise_model_fails_clearly_instead_of_adding_zero_noise():
+    from sen2naip_hub.errors import InvalidModelError
+    from sen2naip_hub.models import BlurModel, Degradation, HarmonizationModel
+
+    x = torch.full((1, 4, 16, 16), 0.2)
+    with pytest.raises(InvalidModelError, match=r"no noise table.*from_pretrained"):
+        NoiseModel()(x, torch.Generator().manual_seed(0))
+    composite = Degradation(HarmonizationModel(mode="none"), BlurModel())
+    with pytest.raises(InvalidModelError, match="no noise table"):
+        composite(torch.rand(1, 4, 32, 32), generator=torch.Generator().manual_seed(0))
+    assert torch.isfinite(composite(torch.rand(1, 4, 32, 32), noise=False).lr).all()
+    assert torch.equal(NoiseModel(mode="none")(x), x)
+    gaussian = NoiseModel().sample(x, mode="gaussian", generator=torch.Generator().manual_seed(0))
+    assert float(gaussian.std()) > 0
+
+
+def test_a_table_from_arrays_adds_noise(reference_noise_table):
+    model = NoiseModel.from_table(torch.from_numpy(reference_noise_table), *published_noise_axes())
+    noise = model.sample(torch.full((1, 4, 32, 32), 0.2), torch.Generator().manual_seed(0))
+    assert float(noise.std()) > 0.001

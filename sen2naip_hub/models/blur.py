@@ -202,8 +202,10 @@ class BlurModel(
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, 4, H, W)`` HR reflectance → ``(B, 4, H // scale, W // scale)`` LR reflectance.
 
-        Equal to :func:`blur_downsample` up to float rounding; images up to :data:`OPERATOR_MAX_SIDE`
-        px go through :meth:`operator` matrices (cached per size, device and dtype)."""
+        Equal to :func:`blur_downsample` up to float rounding, nodata included: an LR pixel is NaN
+        exactly when a NaN HR pixel carries weight in it, so NaN spreads only as far as the PSF and the
+        downsampling reach. Images up to :data:`OPERATOR_MAX_SIDE` px go through :meth:`operator`
+        matrices (cached per size, device and dtype)."""
         _check_batch(x, N_BANDS)
         height, width = x.shape[-2:]
         if max(height, width) > OPERATOR_MAX_SIDE or min(height, width) < self.scale:
@@ -211,7 +213,12 @@ class BlurModel(
         padding = padding_mode(height, width, self.kernel_size)
         rows = self.operator(height, padding, x.dtype)
         cols = rows if width == height else self.operator(width, padding, x.dtype)
-        return apply_separable(x, rows, cols)
+        nan = torch.isnan(x)
+        if not bool(nan.any()):  # one reduction; a dense product would spread a NaN to every pixel
+            return apply_separable(x, rows, cols)
+        out = apply_separable(torch.where(nan, torch.zeros_like(x), x), rows, cols)
+        reached = apply_separable(nan.to(x.dtype), (rows != 0).to(x.dtype), (cols != 0).to(x.dtype))
+        return torch.where(reached > 0, torch.nan, out)
 
     def operator(self, size: int, padding: str, dtype: torch.dtype) -> torch.Tensor:
         """:func:`axis_operator` of this model's δ for an axis of ``size`` px, cached."""

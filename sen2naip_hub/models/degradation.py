@@ -52,8 +52,9 @@ class Degradation(
     """SEN2NAIP's NAIP → Sentinel-2 degradation: λ (harmonization) → δ (blur + ×4 downsampling) → e (noise).
 
     Args:
-        harmonization, blur, noise: the parts; defaults are the published architecture with untrained
-            harmonization weights (load real ones with ``from_pretrained``).
+        harmonization, blur, noise: the parts; defaults are the published blur, the published U-Net
+            architecture with untrained weights and an empty noise table (which raises when noise is
+            asked for); load the real ones with ``from_pretrained``.
 
     >>> model = Degradation(noise=NoiseModel(mode="none"))
     >>> out = model(torch.rand(2, 4, 64, 64), harmonization="none")
@@ -175,8 +176,17 @@ class Degradation(
         local_files_only: bool,
         token: str | bool | None,
         map_location: str = "cpu",
+        strict: bool = True,
         **model_kwargs: Any,
     ) -> Degradation:
+        """Download (``revision``, ``cache_dir``, ``force_download``, ``token``, ``local_files_only``)
+        the whole repo once, then load each part from its subfolder with ``map_location`` and
+        ``strict``. Other keywords are an error: the parts' settings come from their config.json."""
+        if model_kwargs:
+            raise TypeError(
+                f"Degradation.from_pretrained got unexpected keyword arguments {sorted(model_kwargs)} "
+                "(it takes map_location, strict and the Hub download arguments)"
+            )
         folder = model_id
         if not os.path.isdir(folder):
             folder = snapshot_download(
@@ -192,5 +202,5 @@ class Degradation(
             subfolder = os.path.join(folder, name)
             if not os.path.isdir(subfolder):
                 raise ModelNotFoundError(f"{model_id}: not a Degradation repo (no {name}/ subfolder)")
-            parts[name] = part_cls.from_pretrained(subfolder, map_location=map_location)
+            parts[name] = part_cls.from_pretrained(subfolder, map_location=map_location, strict=strict)
         return cls(**parts)

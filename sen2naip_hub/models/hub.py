@@ -2,7 +2,8 @@
 
 ``from_pretrained`` takes a local folder or a Hub repo id; weights are safetensors only, loaded once,
 with ``strict=True`` so a file that does not match the architecture fails instead of half-loading.
-Anything that cannot be resolved to a model becomes :class:`ModelNotFoundError`.
+Anything that cannot be resolved to a model becomes :class:`ModelNotFoundError`; a model that was found
+but whose config or weights are invalid becomes :class:`InvalidModelError`.
 """
 
 from __future__ import annotations
@@ -18,13 +19,18 @@ from huggingface_hub.errors import HfHubHTTPError, HFValidationError, LocalEntry
 from torch import nn
 
 from sen2naip_hub.constants import PAPER_CITATION, PAPER_URL, REFERENCE_LICENSE
-from sen2naip_hub.errors import ModelNotFoundError
+from sen2naip_hub.errors import InvalidModelError, ModelNotFoundError, Sen2NaipError
+from sen2naip_hub.files import atomic_file
 
 WEIGHTS_NAME = "model.safetensors"
 REPO_URL = "https://github.com/sen2naip-hub/sen2naip-hub"
 T = TypeVar("T", bound="HubModel")
 
-_RESOLVE_ERRORS = (HFValidationError, HfHubHTTPError, LocalEntryNotFoundError, FileNotFoundError, ValueError)
+#: What "this model cannot be found" looks like: a bad repo id, a missing repo, revision or file (on the
+#: Hub or in the offline cache), a missing local file. Any other error (a bad value in config.json,
+#: weights that do not fit it) is about a model that *was* found: :class:`InvalidModelError`.
+_RESOLVE_ERRORS = (HFValidationError, HfHubHTTPError, LocalEntryNotFoundError, FileNotFoundError)
+CONFIG_NAME = "config.json"
 
 
 class HubModel(
@@ -48,8 +54,12 @@ class HubModel(
         name = str(pretrained_model_name_or_path)
         if _looks_like_path(name) and not os.path.isdir(name):
             raise ModelNotFoundError(f"{name}: no such model folder (expected config.json + {WEIGHTS_NAME})")
+        if os.path.isdir(name) and not os.path.isfile(os.path.join(name, CONFIG_NAME)):
+            raise ModelNotFoundError(f"{name}: not a {cls.__name__} repo (no {CONFIG_NAME} in this folder)")
         try:
             return super().from_pretrained(name, **kwargs)
+        except Sen2NaipError:
+            raise
         except _RESOLVE_ERRORS as err:
             raise ModelNotFoundError(
                 f"{name}: not a local model folder nor a reachable Hub repo ({err})"
@@ -69,7 +79,11 @@ class HubModel(
         strict: bool = True,
         **model_kwargs: Any,
     ) -> T:
-        model = cls(**model_kwargs)
+        try:
+            model = cls(**model_kwargs)
+        except (TypeError, ValueError) as err:
+            message = f"{model_id}: {CONFIG_NAME} does not make a {cls.__name__} ({err})"
+            raise InvalidModelError(message) from err
         if os.path.isdir(model_id):
             weights = os.path.join(model_id, WEIGHTS_NAME)
             if not os.path.isfile(weights):
@@ -84,9 +98,22 @@ class HubModel(
                 token=token,
                 local_files_only=local_files_only,
             )
-        safetensors.torch.load_model(model, weights, strict=strict, device=map_location)
+        try:
+            safetensors.torch.load_model(model, weights, strict=strict, device=map_location)
+        except RuntimeError as err:
+            first = str(err).strip().splitlines()
+            detail = " ".join(line.strip() for line in first[:2])
+            raise InvalidModelError(
+                f"{model_id}: {WEIGHTS_NAME} does not fit its {CONFIG_NAME} ({detail})"
+            ) from err
         # load_model copies into the existing parameters, which stay where they were: move the module.
         return model.to(map_location).eval()
+
+    def _save_pretrained(self, save_directory: Path) -> None:
+        """``model.safetensors`` through :func:`atomic_file`: complete or absent, and with the umask's
+        permissions (safetensors alone leaves its 0o600 temporary file's)."""
+        with atomic_file(Path(save_directory) / WEIGHTS_NAME) as tmp:
+            safetensors.torch.save_model(self, str(tmp))
 
     def generate_model_card(self, *args: Any, **kwargs: Any) -> ModelCard:
         """The card: the class docstring as description, the config as a table, the citation."""

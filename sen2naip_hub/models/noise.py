@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from sen2naip_hub.constants import NOISE_REFLECTANCE_EDGES, NOISE_VALUES
+from sen2naip_hub.errors import InvalidModelError
 from sen2naip_hub.models.hub import HubModel
 from sen2naip_hub.sensors import N_BANDS
 
@@ -87,7 +88,11 @@ class NoiseModel(
         table_shape: ``(R, K)`` for one table shared by all bands, ``(4, R, K)`` for one per band.
 
     Buffers ``table``, ``edges`` (``R - 1`` reflectance bin edges) and ``values`` (``K`` noise values)
-    hold the model; :meth:`from_table` builds one from arrays.
+    hold the model. ``NoiseModel()`` alone has an empty (all-zero) table: the published table is
+    learned data, not a constant, so load it (``NoiseModel.from_pretrained("sen2naip-hub/sen2naip-noise")``
+    or a folder written by ``sen2naip convert-reference``) or build one with :meth:`from_table`.
+    Sampling ``table`` noise from an empty table raises :class:`InvalidModelError` instead of silently
+    adding zero noise; ``mode="none"`` is the way to ask for no noise.
     """
 
     def __init__(self, mode: str = "table", table_shape: tuple[int, ...] = (101, 101)) -> None:
@@ -99,7 +104,7 @@ class NoiseModel(
             raise ValueError(f"table_shape must be (R, K) or ({N_BANDS}, R, K), got {table_shape}")
         self.mode = mode
         self.table_shape = table_shape
-        self.register_buffer("table", torch.full(table_shape, 1.0 / table_shape[-1], dtype=torch.float64))
+        self.register_buffer("table", torch.zeros(table_shape, dtype=torch.float64))  # empty until loaded
         self.register_buffer("edges", torch.zeros(table_shape[-2] - 1, dtype=torch.float64))
         self.register_buffer("values", torch.zeros(table_shape[-1], dtype=torch.float64))
 
@@ -124,8 +129,16 @@ class NoiseModel(
             draw = torch.randn(x.shape, generator=generator, device=_gen_device(generator, x), dtype=x.dtype)
             return rms * GAUSSIAN_RELATIVE_STD * draw.to(x.device)
         if mode == "table":
+            self._check_table()
             return sample_table_noise(x, self.table, self.edges, self.values, generator)
         raise ValueError(f"noise mode must be one of {NOISE_MODES}, got {mode!r}")
+
+    def _check_table(self) -> None:
+        if not bool((self.table > 0).any()):
+            raise InvalidModelError(
+                "NoiseModel has no noise table (all zeros): load one with NoiseModel.from_pretrained"
+                "(...) or NoiseModel.from_table(...), or use mode='none' for no noise"
+            )
 
     def forward(self, x: torch.Tensor, generator: torch.Generator | None = None, mode: str | None = None):
         """``x`` plus noise."""
