@@ -50,8 +50,14 @@ def sample_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
-def naip_tiles(sample_dir) -> torch.Tensor:
-    """Real NAIP reflectance tiles (3, 4, 484, 484) from three dates of the sample."""
+def naip_tiles(request) -> torch.Tensor:
+    """Real NAIP reflectance tiles (3, 4, 484, 484) from three dates of the sample; on the GPU machine
+    (no rasterio there) from ``$SEN2NAIP_TILES_NPY`` (uint8 ``(N, 4, 484, 484)`` cut from the sample by
+    ``benchmarks/bench_degradation.py --save-tiles``)."""
+    path = os.environ.get("SEN2NAIP_TILES_NPY")
+    if path:
+        return torch.from_numpy(np.load(path)[:3, :, :TILE, :TILE].astype(np.float32) / 255)
+    request.getfixturevalue("sample_dir")
     from sen2naip_hub.io import read_raster
 
     tiles = [torch.from_numpy(read_raster(path).data[:, :TILE, :TILE]) for path in NAIP_FILES[:3]]

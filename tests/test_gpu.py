@@ -5,9 +5,6 @@ weights from the installed opensr-degradation or ``$SEN2NAIP_REFERENCE_DIR``."""
 
 from __future__ import annotations
 
-import os
-
-import numpy as np
 import pytest
 import torch
 
@@ -21,11 +18,8 @@ TILES = 4
 
 
 @pytest.fixture(scope="module")
-def tiles(request) -> torch.Tensor:
-    path = os.environ.get("SEN2NAIP_TILES_NPY")
-    if path:
-        return torch.from_numpy(np.load(path)[:TILES].astype(np.float32) / 255)
-    return request.getfixturevalue("naip_tiles")
+def tiles(naip_tiles) -> torch.Tensor:
+    return naip_tiles[:TILES]
 
 
 @pytest.fixture(scope="module")
