@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 from datasets import Features
 from huggingface_hub import DatasetCard, DatasetCardData
 
-from dataset_builder.core.facts import DATASET_LICENSE, SOURCE_CREDITS
+from dataset_builder.core.facts import DATASET_LICENSE, RELEASES, SOURCE_CREDITS
 from dataset_builder.core.records import CONFIG_NAMES, SPLIT_NAMES
 from dataset_builder.core.splits import RoiSplitter
 from dataset_builder.write.shards import WriterError, scan_shards
@@ -82,6 +82,17 @@ class BuildFacts:
     clip: str = NOT_RECORDED
     fingerprint: str = NOT_RECORDED
     code_version: str = __version__
+    #: the published release the rows were imported from (``sen2naip import-release``), or None
+    release: str | None = None
+    #: the import's manifest counts: ``kept``, ``rejected``, ``filtered`` (by the QA filter)
+    release_counts: dict[str, int] | None = None
+    #: the QA filter applied at import, in words (None: every readable pair kept)
+    qa_filter: str | None = None
+
+    @property
+    def license(self) -> str:
+        """The dataset's license: the release's when imported, else the original release's."""
+        return RELEASES[self.release]["license"] if self.release else DATASET_LICENSE
 
 
 def describe_degradation(model_id: str | None) -> str:
@@ -152,6 +163,14 @@ def _provenance(facts: BuildFacts, configs: list[dict]) -> list[str]:
     return lines
 
 
+def _release(facts: BuildFacts) -> dict | None:
+    """What the card says about an imported release (None for a build)."""
+    if facts.release is None:
+        return None
+    info = RELEASES[facts.release]
+    return {"name": facts.release, **info, "counts": facts.release_counts or {}, "qa_filter": facts.qa_filter}
+
+
 def _credits(configs: list[dict]) -> list[str]:
     credits = [SOURCE_CREDITS["naip"]]
     if any(c["name"] == "cross_sensor" and c["real"] for c in configs):
@@ -172,7 +191,7 @@ def _size_category(n_rows: int) -> str:
     return "1M<n<10M"
 
 
-def _card_data(counts: Mapping[str, Mapping[str, int]]) -> DatasetCardData:
+def _card_data(counts: Mapping[str, Mapping[str, int]], license: str = DATASET_LICENSE) -> DatasetCardData:
     configs = [
         {
             "config_name": config,
@@ -184,7 +203,7 @@ def _card_data(counts: Mapping[str, Mapping[str, int]]) -> DatasetCardData:
     ]
     total = sum(sum(s.values()) for s in counts.values())
     return DatasetCardData(
-        license=DATASET_LICENSE,
+        license=license,
         task_categories=list(DATASET_TASK_CATEGORIES),
         tags=list(DATASET_TAGS),
         pretty_name=DATASET_PRETTY_NAME,
@@ -235,7 +254,7 @@ def render_dataset_card(out_dir: str | os.PathLike, facts: BuildFacts | None = N
         for c in configs
     )
     return DatasetCard.from_template(
-        _card_data(counts),
+        _card_data(counts, facts.license),
         template_str=template.read_text("utf-8"),
         pretty_name=DATASET_PRETTY_NAME,
         paper_url=PAPER_URL,
@@ -250,7 +269,8 @@ def render_dataset_card(out_dir: str | os.PathLike, facts: BuildFacts | None = N
         dn_scale=int(SENTINEL2.dn_scale),
         provenance=_provenance(facts, configs),
         repo_id=facts.repo_id,
-        license=DATASET_LICENSE,
+        license=facts.license,
+        release=_release(facts),
         credits=_credits(configs),
         citation=PAPER_CITATION,
     )
