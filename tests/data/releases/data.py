@@ -48,17 +48,18 @@ def naip_files() -> list[Path]:
     return files
 
 
-def crop(path: Path, row: int, col: int) -> tuple[np.ndarray, rasterio.crs.CRS, object]:
-    """HR_PX × HR_PX uint8 NAIP pixels at (row, col), with CRS and transform."""
+def crop(path: Path, row: int, col: int, size: int = HR_PX) -> tuple[np.ndarray, rasterio.crs.CRS, object]:
+    """``size`` × ``size`` uint8 NAIP pixels at (row, col), with CRS and transform."""
     with rasterio.open(path) as src:
-        window = Window(col, row, HR_PX, HR_PX)
+        window = Window(col, row, size, size)
         return src.read(window=window), src.crs, src.window_transform(window)
 
 
 def simulate_lr(hr: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """int32 DN: 4 × 4 block means of the reflectance × 10000, plus seeded noise (a stand-in, labelled)."""
     refl = hr.astype(np.float64) / 255.0 * 10000.0
-    blocks = refl.reshape(4, HR_PX // SCALE, SCALE, HR_PX // SCALE, SCALE).mean(axis=(2, 4))
+    size = hr.shape[-1]
+    blocks = refl.reshape(4, size // SCALE, SCALE, size // SCALE, SCALE).mean(axis=(2, 4))
     return np.clip(np.rint(blocks + rng.normal(0, 20, blocks.shape)), 0, 65535).astype(np.int32)
 
 
