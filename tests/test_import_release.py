@@ -299,3 +299,81 @@ def test_fit_reads_an_imported_dataset(cross_sensor):
     rows = load(out, "cross_sensor")[split]
     assert len(pairs) == len(rows)
     np.testing.assert_allclose(pairs.lr.numpy(), np.stack([r["lr"] for r in rows]) / 10000.0, rtol=1e-6)
+
+
+def test_reference_quantiles_follow_the_table():
+    from dataset_builder.sources.releases.sim_histograms import method_table, reference_quantiles
+
+    table = {"bins": [0.1, 0.5, 0.9, -999.0]}
+    for band in ("red", "green", "blue", "nir"):
+        table[f"lr__{band}__m"] = [1.0, 3.0, 0.0, -999.0]
+    values, weights = method_table(table, "m", "t")
+    ref = reference_quantiles(values, weights, 4)
+    assert ref.shape == (4, 4)
+    np.testing.assert_allclose(ref[0].numpy(), [0.1, 0.5, 0.5, 0.5])
+    rows = [dict(zip(table, r, strict=True)) for r in zip(*table.values(), strict=True)]  # records layout
+    np.testing.assert_array_equal(method_table(rows, "m", "t")[1], weights)
+
+
+def test_synthetic_with_the_release_sim_histograms(releases, tmp_path, reference_dir):
+    import torch
+
+    from dataset_builder.synthetic.stage import tile_seed
+    from sen2naip_hub.models import Degradation
+    from sen2naip_hub.models.histogram import match_histograms
+
+    model_dir = str(reference_dir / "sen2naip-degradation")
+    zip_path = releases / "synthetic_01.zip"
+    out = tmp_path / "sim"
+    run_import("v1-synthetic", [zip_path], out, model=model_dir, harmonization="sim:method03", limit=1)
+    rows = [r for split in load(out, "synthetic").values() for r in split]
+    assert len(rows) == 2 and all(r["degradation_model"] == f"{model_dir} + sim:method03" for r in rows)
+    meta = json.loads(zipfile.ZipFile(zip_path).read("synthetic_01/data/ROI_0000/metadata.json"))
+    table = meta["sim_histograms"]
+    values = np.asarray(table["bins"][:-1])
+    model = Degradation.from_pretrained(model_dir).eval()
+    for row in rows:
+        member = next(
+            n for n in zipfile.ZipFile(zip_path).namelist() if row["naip_id"] in n and "ROI_0000" in n
+        )
+        with torch.inference_mode():
+            lr = model(
+                torch.from_numpy(row["hr"].astype(np.float32) / 10000)[None],
+                harmonization="none",
+                noise=False,
+            ).lr
+            n = lr.shape[-1] * lr.shape[-2]
+            levels = (np.arange(n) + 0.5) / n
+            reference = []
+            for band in ("red", "green", "blue", "nir"):
+                cdf = np.cumsum(table[f"lr__{band}__method03"][:-1])
+                cdf = cdf / cdf[-1]
+                reference.append([values[np.argmax(cdf >= level)] for level in levels])
+            ref = torch.tensor(np.asarray(reference, dtype=np.float32)).reshape(1, 4, 1, -1)
+            lr = model.noise(match_histograms(lr, ref), torch.Generator().manual_seed(tile_seed(0, member)))
+        expected = np.clip(np.rint(lr[0].numpy() * 10000), 0, 65535).astype(np.uint16)
+        np.testing.assert_array_equal(row["lr"], expected)
+
+
+def test_synthetic_unknown_method_is_listed(releases, tmp_path, reference_dir):
+    model_dir = str(reference_dir / "sen2naip-degradation")
+    out = tmp_path / "bad"
+    with pytest.raises(Exception, match="no row was kept"):
+        run_import(
+            "v1-synthetic", [releases / "synthetic_01.zip"], out, model=model_dir, harmonization="sim:nope"
+        )
+    checkpoints = sorted((tmp_path / "bad-work" / "checkpoints" / "rows").glob("*.npz"))
+    reasons = [np.load(p)["meta"].tobytes().decode() for p in checkpoints]
+    assert all("method" in r or "not readable JSON" in r for r in reasons)
+    assert any("lr__red__nope" in r and "method03" in r for r in reasons)
+
+
+def test_settings_refuse_what_a_release_cannot_do(tmp_path):
+    from dataset_builder.core.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="only v1-synthetic"):
+        ImportSettings("v2", ("x",), tmp_path, tmp_path, model="m")
+    with pytest.raises(ConfigError, match="sim:<method>"):
+        ImportSettings("v1-synthetic", ("x",), tmp_path, tmp_path, harmonization="histmatch")
+    with pytest.raises(ConfigError, match="release must be one of"):
+        ImportSettings("v3", ("x",), tmp_path, tmp_path)

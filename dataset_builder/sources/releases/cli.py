@@ -23,7 +23,16 @@ def import_release_command(
         bool, typer.Option("--qa-filter", help="Keep only pairs with QA1 ≤ 1 and QA2 ≤ 2° (v1-cross-sensor).")
     ] = False,
     model: Annotated[
-        str | None, typer.Option(help="v1-synthetic: Degradation folder or Hub id that makes the LR.")
+        str | None,
+        typer.Option(
+            help="v1-synthetic: Degradation folder or Hub id (default: the published one, converted)."
+        ),
+    ] = None,
+    harmonization: Annotated[
+        str | None,
+        typer.Option(
+            help="v1-synthetic: sim:<method> of the release's sim_histograms instead of the model's."
+        ),
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed of the synthetic LR's noise.")] = 0,
     limit: Annotated[
@@ -43,6 +52,7 @@ def import_release_command(
         work_dir=work_dir or Path("build_cache") / f"{out.name}-import",
         qa_filter=qa_filter,
         model=model,
+        harmonization=harmonization,
         seed=seed,
         limit=limit,
     )

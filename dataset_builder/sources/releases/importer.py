@@ -23,13 +23,17 @@ from dataset_builder.core.errors import ConfigError
 from dataset_builder.core.facts import RELEASES
 from dataset_builder.core.plan import Step, Task
 from dataset_builder.sources.releases.archive import Archive, fetched_bytes, is_url, open_binary
+from dataset_builder.sources.releases.sim_histograms import SIM_PREFIX
 from dataset_builder.sources.releases.taco import Tortilla
 from dataset_builder.sources.releases.v1 import ReleaseRow, RoiMembers, cross_sensor_row, find_rois
 from dataset_builder.write.shards import ShardLimits
+from sen2naip_hub.convert import REPO_NAMES
 
 __all__ = ["ImportContext", "ImportSettings", "plan_import", "run_item", "source_label"]
 
 RUNNER: str = "dataset_builder.sources.releases.importer:run_item"
+#: Where the published weights are converted when v1-synthetic is given no --model (as `sen2naip build`).
+DEFAULT_MODELS_DIR: str = "models"
 
 
 @dataclass(frozen=True)
@@ -41,7 +45,11 @@ class ImportSettings:
     out: Path
     work_dir: Path
     qa_filter: bool = False
+    #: v1-synthetic: the Degradation folder or Hub id (None: the published weights, converted into
+    #: ``models/`` when missing)
     model: str | None = None
+    #: v1-synthetic: ``sim:<method>`` of the release's ``sim_histograms``, or None (the model's own)
+    harmonization: str | None = None
     seed: int = 0
     #: import only the first ``limit`` ROIs / samples (in source order), e.g. 100 ROIs of a 10 GB zip
     limit: int | None = None
@@ -54,10 +62,19 @@ class ImportSettings:
             raise ConfigError(f"--qa-filter: {self.release} carries no QA1/QA2 (only v1-cross-sensor does)")
         if self.limit is not None and self.limit < 1:
             raise ConfigError(f"--limit must be at least 1, found {self.limit}")
-        if self.release == "v1-synthetic" and not self.model:
+        if self.release != "v1-synthetic" and (self.model or self.harmonization):
             raise ConfigError(
-                "v1-synthetic: --model (a Degradation folder or Hub id) makes the LR; none given"
+                f"--model / --harmonization: only v1-synthetic makes its LR, not {self.release}"
             )
+        if self.harmonization is not None and (
+            not self.harmonization.startswith(SIM_PREFIX) or len(self.harmonization) == len(SIM_PREFIX)
+        ):
+            raise ConfigError(f"--harmonization must be sim:<method>, found {self.harmonization!r}")
+
+    @property
+    def model_id(self) -> str:
+        """The Degradation the synthetic LR is made with (the converted published one by default)."""
+        return self.model or str(Path(DEFAULT_MODELS_DIR) / REPO_NAMES["degradation"])
 
     @property
     def config(self) -> str:
@@ -83,10 +100,20 @@ class ImportContext:
         return self.cached(f"taco:{src}", lambda: Tortilla.open(open_binary(src), src))
 
     @property
-    def model(self):
+    def maker(self):
+        """How the synthetic LR is made (:class:`.synthetic.Maker`; the model loaded once)."""
+        return self.cached("maker", self._load_maker)
+
+    def _load_maker(self):
+        from dataset_builder.sources.releases.synthetic import Maker
+        from sen2naip_hub.convert import convert_reference, reference_is_converted
         from sen2naip_hub.models import Degradation
 
-        return self.cached("model", lambda: Degradation.from_pretrained(self.settings.model).eval())
+        settings = self.settings
+        if settings.model is None and not reference_is_converted(DEFAULT_MODELS_DIR):
+            convert_reference(DEFAULT_MODELS_DIR)
+        model = Degradation.from_pretrained(settings.model_id).eval()
+        return Maker(model, settings.model_id, settings.harmonization, settings.seed)
 
     @property
     def fetched(self) -> int:
@@ -144,8 +171,7 @@ def run_item(args: dict[str, Any], context: ImportContext) -> bytes:
         else:
             from dataset_builder.sources.releases.synthetic import synthetic_rows
 
-            settings = context.settings
-            rows = synthetic_rows(archive, roi, release, context.model, settings.model, settings.seed)
+            rows = synthetic_rows(archive, roi, release, context.maker)
     extra = [_provenance(row, split) for row in rows]
     return encode_records([row.record for row in rows], extra)
 

@@ -116,7 +116,7 @@ def _facts(settings: ImportSettings, entries: list[dict[str, Any]], splitter: Ro
         splitter=splitter,
         naip_source=f"the {release['repo']} release ({settings.release}), via `sen2naip import-release`",
         s2_source=release["lr"],
-        degradation_model=settings.model,
+        degradation_model=_maker_label(settings),
         clip="none (an imported release: no CLIP selection)",
         release=settings.release,
         release_counts={
@@ -181,6 +181,12 @@ def import_release(
     )
 
 
+def _maker_label(settings: ImportSettings) -> str | None:
+    if settings.release != "v1-synthetic":
+        return None
+    return settings.model_id + (f" + {settings.harmonization}" if settings.harmonization else "")
+
+
 def _fingerprint(settings: ImportSettings) -> str:
     from hashlib import sha256
 
@@ -188,7 +194,8 @@ def _fingerprint(settings: ImportSettings) -> str:
         [
             settings.release,
             [source_label(s) for s in settings.sources],
-            settings.model,
+            settings.model_id if settings.release == "v1-synthetic" else None,
+            settings.harmonization,
             settings.seed,
             settings.limit,
         ]
