@@ -140,6 +140,8 @@ def _one_config(out_dir: Path, config: str, splits: Mapping[str, int], facts: Bu
 
 
 def _lr_origin(config: str, sources: Counter, facts: BuildFacts) -> str:
+    if facts.release is not None:
+        return f"imported from `{facts.release}`: {RELEASES[facts.release]['lr']}"
     if config == "synthetic":
         return f"the NAIP tile degraded by {describe_degradation(facts.degradation_model)}"
     parts = []
@@ -152,6 +154,11 @@ def _lr_origin(config: str, sources: Counter, facts: BuildFacts) -> str:
 
 def _provenance(facts: BuildFacts, configs: list[dict]) -> list[str]:
     lines = [f"NAIP (HR): {facts.naip_source}"]
+    if facts.release is not None:
+        if facts.degradation_model:
+            lines.append(f"Degradation (synthetic LR): {describe_degradation(facts.degradation_model)}")
+        lines.append(f"Code: sen2naip-hub {facts.code_version}")
+        return lines
     cross = next((c for c in configs if c["name"] == "cross_sensor"), None)
     if cross is not None:
         s2 = facts.s2_source or "none: every cross_sensor LR was simulated from the NAIP"
