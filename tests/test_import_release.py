@@ -224,6 +224,19 @@ def test_url_import_fetches_a_fraction_and_gives_the_same_rows(releases, tmp_pat
         assert shard.read_bytes() == other.read_bytes()  # same rows, same bytes
 
 
+def test_v2_over_http_reads_header_footer_and_the_samples_asked(releases, tmp_path, monkeypatch):
+    monkeypatch.setattr(archive_module, "RANGE_BLOCK_BYTES", 4 * 1024)
+    taco_path = releases / "sen2naipv2-fixture.taco"
+    local = run_import("v2", [taco_path], tmp_path / "local", limit=1)
+    with RangeServer(releases) as server:
+        remote = run_import("v2", [server.url(taco_path.name)], tmp_path / "remote", limit=1)
+    # one sample of three, plus header and footers (each read rounded up to 4 KiB blocks)
+    assert 0 < remote.fetched == server.sent < 0.6 * taco_path.stat().st_size
+    assert remote.counts == local.counts == {"cross_sensor": {"train": 1}}
+    for shard in sorted((tmp_path / "local" / "cross_sensor").glob("*.parquet")):
+        assert shard.read_bytes() == (tmp_path / "remote" / "cross_sensor" / shard.name).read_bytes()
+
+
 KILL_SCRIPT = """
 import sys
 from pathlib import Path
