@@ -20,9 +20,12 @@ SOCKET_TIMEOUT_S: float = 10.0
 class RangeServer:
     """Serve ``folder`` at ``http://127.0.0.1:<port>/``; ``sent`` counts body bytes sent."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, fail_after: int | None = None) -> None:
         self.folder = folder
         self.sent = 0
+        self.gets = 0
+        #: answer 503 to every GET after this many (a network failing mid-import)
+        self.fail_after = fail_after
         self._lock = threading.Lock()
         server = self
 
@@ -48,8 +51,11 @@ class RangeServer:
 
             def do_GET(self) -> None:
                 path = self._file()
-                if path is None:
-                    self.send_error(404)
+                with server._lock:
+                    server.gets += 1
+                    failing = server.fail_after is not None and server.gets > server.fail_after
+                if path is None or failing:
+                    self.send_error(503 if failing else 404)
                     return
                 size = path.stat().st_size
                 match = _RANGE.match(self.headers.get("Range", ""))

@@ -224,6 +224,23 @@ def test_url_import_fetches_a_fraction_and_gives_the_same_rows(releases, tmp_pat
         assert shard.read_bytes() == other.read_bytes()  # same rows, same bytes
 
 
+def test_network_failure_stops_the_import_and_a_rerun_resumes(releases, tmp_path, monkeypatch):
+    from dataset_builder.sources.releases.archive import NetworkError
+
+    monkeypatch.setattr(archive_module, "RANGE_BLOCK_BYTES", 8 * 1024)
+    zip_path = releases / "cross-sensor.zip"
+    local = run_import("v1-cross-sensor", [zip_path], tmp_path / "local", limit=3)
+    out = tmp_path / "remote"
+    with RangeServer(releases, fail_after=4) as server:
+        with pytest.raises(NetworkError, match="503"):
+            run_import("v1-cross-sensor", [server.url("cross-sensor.zip")], out, limit=3)
+        server.fail_after = None
+        remote = run_import("v1-cross-sensor", [server.url("cross-sensor.zip")], out, limit=3)
+    assert remote.rejected == local.rejected == 0 and remote.kept == local.kept == 3
+    for shard in sorted((tmp_path / "local" / "cross_sensor").glob("*.parquet")):
+        assert shard.read_bytes() == (out / "cross_sensor" / shard.name).read_bytes()
+
+
 def test_v2_over_http_reads_header_footer_and_the_samples_asked(releases, tmp_path, monkeypatch):
     monkeypatch.setattr(archive_module, "RANGE_BLOCK_BYTES", 4 * 1024)
     taco_path = releases / "sen2naipv2-fixture.taco"

@@ -19,12 +19,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
+from dataset_builder.core.errors import BuildError
 from sen2naip_hub.errors import Sen2NaipError
 
 __all__ = [
     "RANGE_BLOCK_BYTES",
     "Archive",
     "HttpRangeFile",
+    "NetworkError",
     "ReleaseSourceError",
     "fetched_bytes",
     "is_url",
@@ -40,6 +42,11 @@ HTTP_TIMEOUT_S: float = 60.0
 
 class ReleaseSourceError(Sen2NaipError, OSError):
     """A release source (zip, folder, TACO file, URL) cannot be opened or read."""
+
+
+class NetworkError(BuildError):
+    """A range request failed mid-import: the network's fault, not the item's, so the import stops
+    (one line) instead of rejecting the item, and a resumed import fetches it again."""
 
 
 def is_url(src: str | os.PathLike) -> bool:
@@ -108,7 +115,9 @@ class HttpRangeFile(io.RawIOBase):
         except ReleaseSourceError:
             raise
         except OSError as err:
-            raise ReleaseSourceError(f"{self.url}: bytes {first}-{last} cannot be read ({err})") from err
+            raise NetworkError(
+                f"{self.url}: bytes {first}-{last} cannot be read ({err}); run again to resume"
+            ) from err
         self.requests += 1
         self.fetched += len(data)
         return data
