@@ -60,11 +60,12 @@ def _entries(step: Step, store: Checkpoints, settings: ImportSettings) -> list[d
         item = task.args.get("folder") or f"{task.args['src']}#{task.args['index']}"
         reason = store.rejection(task.name)
         if reason:
-            entries.append({"id": item, "status": "rejected", "reason": reason})
+            entries.append({"id": item, "source": task.args["src"], "status": "rejected", "reason": reason})
             continue
         meta = store.load_meta(task.name)
         for index, (record, extra) in enumerate(zip(meta["records"], meta["extra"], strict=True)):
-            entry = {"id": item, "row": index, "roi_id": record["roi_id"], "checkpoint": task.name, **extra}
+            entry = {"id": item, "source": task.args["src"], "row": index, "roi_id": record["roi_id"]}
+            entry |= {"checkpoint": task.name, **extra}
             ok = not settings.qa_filter or passes_qa(_float(record["qa1"]), _float(record["qa2"]))
             entry["status"] = "kept" if ok else "filtered"
             if not ok:
