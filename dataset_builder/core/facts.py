@@ -72,3 +72,28 @@ SOURCE_CREDITS: dict[str, str] = {
         'policy; attribution "Contains modified Copernicus Sentinel data".'
     ),
 }
+
+# ---------------------------------------------------------------------------------------- releases
+#: The published SEN2NAIP releases `sen2naip import-release` reads: Hub repo, license (as each dataset
+#: card on the Hub states it: v1 "License: cc-by-4.0"; SEN2NAIPv2 "license: cc0-1.0"), the config
+#: its rows go to, and how its LR was made.
+RELEASES: dict[str, dict[str, str]] = {
+    "v1-cross-sensor": {
+        "repo": "isp-uv-es/SEN2NAIP",
+        "license": "cc-by-4.0",
+        "config": "cross_sensor",
+        "lr": "real Sentinel-2 L2A (the release's lr.tif, DN as published)",
+    },
+    "v1-synthetic": {
+        "repo": "isp-uv-es/SEN2NAIP",
+        "license": "cc-by-4.0",
+        "config": "synthetic",
+        "lr": "made at import from the release's NAIP by the degradation model named in `degradation_model`",
+    },
+    "v2": {
+        "repo": "tacofoundation/SEN2NAIPv2",
+        "license": "cc0-1.0",
+        "config": "cross_sensor",
+        "lr": "the release's lr member, DN as published (real or simulated as the release says)",
+    },
+}

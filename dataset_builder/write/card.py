@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 from datasets import Features
 from huggingface_hub import DatasetCard, DatasetCardData
 
-from dataset_builder.core.facts import DATASET_LICENSE, SOURCE_CREDITS
+from dataset_builder.core.facts import DATASET_LICENSE, RELEASES, SOURCE_CREDITS
 from dataset_builder.core.records import CONFIG_NAMES, SPLIT_NAMES
 from dataset_builder.core.splits import RoiSplitter
 from dataset_builder.write.shards import WriterError, scan_shards
@@ -82,6 +82,17 @@ class BuildFacts:
     clip: str = NOT_RECORDED
     fingerprint: str = NOT_RECORDED
     code_version: str = __version__
+    #: the published release the rows were imported from (``sen2naip import-release``), or None
+    release: str | None = None
+    #: the import's manifest counts: ``kept``, ``rejected``, ``filtered`` (by the QA filter)
+    release_counts: dict[str, int] | None = None
+    #: the QA filter applied at import, in words (None: every readable pair kept)
+    qa_filter: str | None = None
+
+    @property
+    def license(self) -> str:
+        """The dataset's license: the release's when imported, else the original release's."""
+        return RELEASES[self.release]["license"] if self.release else DATASET_LICENSE
 
 
 def describe_degradation(model_id: str | None) -> str:
@@ -129,6 +140,8 @@ def _one_config(out_dir: Path, config: str, splits: Mapping[str, int], facts: Bu
 
 
 def _lr_origin(config: str, sources: Counter, facts: BuildFacts) -> str:
+    if facts.release is not None:
+        return f"imported from `{facts.release}`: {RELEASES[facts.release]['lr']}"
     if config == "synthetic":
         return f"the NAIP tile degraded by {describe_degradation(facts.degradation_model)}"
     parts = []
@@ -141,6 +154,11 @@ def _lr_origin(config: str, sources: Counter, facts: BuildFacts) -> str:
 
 def _provenance(facts: BuildFacts, configs: list[dict]) -> list[str]:
     lines = [f"NAIP (HR): {facts.naip_source}"]
+    if facts.release is not None:
+        if facts.degradation_model:
+            lines.append(f"Degradation (synthetic LR): {describe_degradation(facts.degradation_model)}")
+        lines.append(f"Code: sen2naip-hub {facts.code_version}")
+        return lines
     cross = next((c for c in configs if c["name"] == "cross_sensor"), None)
     if cross is not None:
         s2 = facts.s2_source or "none: every cross_sensor LR was simulated from the NAIP"
@@ -150,6 +168,14 @@ def _provenance(facts: BuildFacts, configs: list[dict]) -> list[str]:
         lines.append(f"Tile selection: CLIP {facts.clip}, then k-means++")
     lines.append(f"Code: sen2naip-hub {facts.code_version}; build fingerprint `{facts.fingerprint}`")
     return lines
+
+
+def _release(facts: BuildFacts) -> dict | None:
+    """What the card says about an imported release (None for a build)."""
+    if facts.release is None:
+        return None
+    info = RELEASES[facts.release]
+    return {"name": facts.release, **info, "counts": facts.release_counts or {}, "qa_filter": facts.qa_filter}
 
 
 def _credits(configs: list[dict]) -> list[str]:
@@ -172,7 +198,7 @@ def _size_category(n_rows: int) -> str:
     return "1M<n<10M"
 
 
-def _card_data(counts: Mapping[str, Mapping[str, int]]) -> DatasetCardData:
+def _card_data(counts: Mapping[str, Mapping[str, int]], license: str = DATASET_LICENSE) -> DatasetCardData:
     configs = [
         {
             "config_name": config,
@@ -184,7 +210,7 @@ def _card_data(counts: Mapping[str, Mapping[str, int]]) -> DatasetCardData:
     ]
     total = sum(sum(s.values()) for s in counts.values())
     return DatasetCardData(
-        license=DATASET_LICENSE,
+        license=license,
         task_categories=list(DATASET_TASK_CATEGORIES),
         tags=list(DATASET_TAGS),
         pretty_name=DATASET_PRETTY_NAME,
@@ -235,7 +261,7 @@ def render_dataset_card(out_dir: str | os.PathLike, facts: BuildFacts | None = N
         for c in configs
     )
     return DatasetCard.from_template(
-        _card_data(counts),
+        _card_data(counts, facts.license),
         template_str=template.read_text("utf-8"),
         pretty_name=DATASET_PRETTY_NAME,
         paper_url=PAPER_URL,
@@ -250,7 +276,8 @@ def render_dataset_card(out_dir: str | os.PathLike, facts: BuildFacts | None = N
         dn_scale=int(SENTINEL2.dn_scale),
         provenance=_provenance(facts, configs),
         repo_id=facts.repo_id,
-        license=DATASET_LICENSE,
+        license=facts.license,
+        release=_release(facts),
         credits=_credits(configs),
         citation=PAPER_CITATION,
     )
