@@ -257,6 +257,6 @@ def test_push_dataset_uploads_card_and_shards(written: Path) -> None:
     assert kwargs["repo_id"] == "someone/sen2naip" and kwargs["repo_type"] == "dataset"
     assert kwargs["commit_message"] == "Release v0.1"
     on_disk = sorted(str(p.relative_to(written)) for p in written.rglob("*.parquet"))
-    assert sorted(uploaded) == sorted(["README.md", *on_disk])
+    assert sorted(uploaded) == sorted(["README.md", "build.json", *on_disk])
     with pytest.raises(WriterError, match="README"):
         push_dataset(written / "synthetic", "someone/x", api=api)
