@@ -168,6 +168,17 @@ def embed_throughput(device: str, tiles: torch.Tensor, clip_model: str, batch_si
     return n / seconds
 
 
+def _untrained_degradation():
+    """A Degradation of the published shapes with random U-Net weights and a uniform noise table: the
+    same compute as the published model, for machines where ``models/`` was not converted."""
+    from sen2naip_hub.models import Degradation, NoiseModel
+    from sen2naip_hub.models.noise import published_noise_axes
+
+    edges, values = published_noise_axes()
+    table = torch.full((edges.numel() + 1, values.numel()), 1.0 / values.numel(), dtype=torch.float64)
+    return Degradation(noise=NoiseModel.from_table(table, edges, values))
+
+
 def degrade_throughput(
     device: str, tiles: torch.Tensor, models_dir: Path, batch_size: int
 ) -> tuple[float, str]:
@@ -178,7 +189,7 @@ def degrade_throughput(
     if folder.is_dir():
         model, which = Degradation.from_pretrained(folder), str(folder)
     else:
-        model, which = Degradation(), "untrained weights (same compute; models/ not found)"
+        model, which = _untrained_degradation(), "untrained weights, uniform noise table (same compute)"
     model = model.to(device).eval()
 
     def run() -> int:

@@ -5,8 +5,11 @@ Standard library only, so every part of the project (the GPU-side fitting code t
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
+import shutil
+import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -14,7 +17,15 @@ from typing import Any
 
 from sen2naip_hub.errors import InvalidOutputError
 
-__all__ = ["atomic_file", "check_distinct_outputs", "check_output_path", "current_umask", "save_figure"]
+__all__ = [
+    "atomic_dir",
+    "atomic_file",
+    "check_distinct_outputs",
+    "check_output_path",
+    "current_umask",
+    "save_figure",
+    "write_json",
+]
 
 
 @contextmanager
@@ -133,3 +144,32 @@ def save_figure(fig: Any, path: str | os.PathLike, dpi: int = 110) -> Path:
         fig.savefig(tmp, format="png", dpi=dpi)
     plt.close(fig)
     return path
+
+
+@contextmanager
+def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
+    """A temporary folder beside ``path``; on success it replaces ``path`` (an existing one is removed).
+    The folder gets 0o777 & ~umask, like one made by ``mkdir``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    tmp.chmod(0o777 & ~current_umask())  # mkdtemp makes it 0o700; a folder we publish follows the umask
+    try:
+        yield tmp
+        if path.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old.", dir=path.parent))
+            os.replace(path, old / "x")
+            os.replace(tmp, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def write_json(path: str | os.PathLike, data: Any) -> Path:
+    """Write ``data`` as indented JSON, atomically."""
+    with atomic_file(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    return Path(path)

@@ -18,12 +18,13 @@ import sys
 from pathlib import Path
 
 import yaml
+from conftest import SAMPLE_DIR
 
 from dataset_builder.core.checkpoints import KILL_ENV
 from dataset_builder.write.output import MANIFEST_NAME
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-NAIP_DIR = REPO_ROOT.parent / "shared" / "sample" / "naip"
+NAIP_DIR = SAMPLE_DIR / "naip"
 N_NAIP = 4
 TILE = 128
 ROI = 128

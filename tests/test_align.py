@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import SAMPLE_DIR
 from scipy import ndimage
 
 from dataset_builder.cross_sensor.align import apply_shift, coregister, estimate_shift
 from sen2naip_hub.errors import InvalidImageError
 
-SAMPLE = Path(__file__).parents[1].parent / "shared" / "sample"
+SAMPLE = SAMPLE_DIR
 #: REFERENCE_SCENES.npy band axis is B01…B12 (13 bands, B8A and B10 included): B04, B03, B02, B08.
 REFERENCE_BANDS = [3, 2, 1, 7]
 #: Clear dates of REFERENCE_SCENES.npy (0 and 1 are cloudy).

@@ -30,6 +30,7 @@ from build_helpers import (
     subprocess_env,
     write_yaml,
 )
+from PIL import Image
 
 from dataset_builder.build import build_dataset
 from dataset_builder.core.config import ConfigError, load_config
@@ -195,6 +196,8 @@ def test_corrupt_truncated_wrong_band_and_undated_inputs_are_skipped(build_setup
     with rasterio.open(real) as src, rasterio.open(three, "w", **(src.profile | {"count": 3})) as dst:
         dst.write(src.read()[:3])
     (naip / "no_date_here.tif").symlink_to(real)
+    (naip / "m_empty_20210104.tif").write_bytes(b"")
+    Image.new("RGB", (64, 64), (30, 90, 40)).save(naip / "m_png_20210105.tif", format="PNG")
     out = tmp_path / "sen2naip"
     config = small_config(naip, build_setup["model"], out)
     config["cross_sensor"]["simulate"]["kinds"] = ["good"]
@@ -204,6 +207,8 @@ def test_corrupt_truncated_wrong_band_and_undated_inputs_are_skipped(build_setup
     assert reasons["m_trunc_20210101.tif"].startswith("unreadable:")
     assert "corrupt or truncated" in reasons["m_trunc_20210101.tif"]
     assert reasons["m_garbage_20210102.tif"].startswith("unreadable:")
+    assert reasons["m_empty_20210104.tif"].startswith("unreadable:")
+    assert "expected a GeoTIFF, found a PNG file" in reasons["m_png_20210105.tif"]
     assert (
         reasons["m_threeband_20210103.tif"]
         == f"invalid: {naip / 'm_threeband_20210103.tif'}: expected 4 bands (R, G, B, NIR), found 3"

@@ -18,6 +18,7 @@ import pytest
 import rasterio
 import torch
 import torch.nn.functional as F
+from conftest import SAMPLE_DIR
 from rasterio.windows import Window
 
 from dataset_builder.cross_sensor.pairs import (
@@ -35,7 +36,7 @@ from dataset_builder.sources.stac_catalog import acquisitions_from_stac
 from sen2naip_hub.errors import InvalidImageError
 from sen2naip_hub.sensors import NAIP, SENTINEL2
 
-SAMPLE = Path(__file__).parents[1].parent / "shared" / "sample"
+SAMPLE = SAMPLE_DIR
 NAIP_DIR = SAMPLE / "naip"
 #: 256 HR px (64 LR px) ROIs: six per sample NAIP, fast enough for CI. SEN2NAIP uses 484.
 ROI = 256

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import SAMPLE_DIR
 
 from dataset_builder.core.records import PairRecord
 from dataset_builder.core.splits import RoiSplitter, spatial_roi_id
@@ -27,7 +28,7 @@ from sen2naip_hub.io import lr_transform
 from sen2naip_hub.sensors import SCALE_FACTOR, reflectance_to_s2
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-NAIP_DIR = REPO_ROOT.parent / "shared" / "sample" / "naip"
+NAIP_DIR = SAMPLE_DIR / "naip"
 TILE = 64
 #: Every ROI in train, so the expected row order is simply the records' order.
 ALL_TRAIN = RoiSplitter((1.0, 0.0, 0.0))

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import SAMPLE_DIR
 
 from dataset_builder.cross_sensor.align import apply_shift
 from dataset_builder.fit.blur_outputs import save_blur_search
@@ -22,7 +23,7 @@ from dataset_builder.fit.blur_search import (
 from dataset_builder.fit.pairs import load_pairs, split_by_roi, write_roi_folders
 from sen2naip_hub.models.blur import DOWNSAMPLE_MODES, KERNEL_FAMILIES, BlurModel, blur_downsample, kernel1d
 
-SAMPLE = Path(__file__).resolve().parents[1].parent / "shared" / "sample"
+SAMPLE = SAMPLE_DIR
 #: The hidden degradation: σ differ from the published 3.0 / 2.9 / 2.9 / 3.4 (the issue's example).
 TRUE_SIGMAS = (2.2, 3.6, 2.7, 4.1)
 TRUE_MODE = "bilinear"

@@ -11,11 +11,10 @@ GPU run's job).
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
+from conftest import SAMPLE_DIR
 
 from dataset_builder.fit.harmonization import (
     HarmonizationTraining,
@@ -27,7 +26,7 @@ from dataset_builder.fit.pairs import Pairs, split_by_roi
 from dataset_builder.fit.report import evaluate, standard_baselines
 from sen2naip_hub.models.harmonization import HarmonizationModel
 
-SAMPLE = Path(__file__).resolve().parents[1].parent / "shared" / "sample"
+SAMPLE = SAMPLE_DIR
 TILE, DATES, GRID = 128, 3, (3, 4)
 PERTURBATION, SEED = 0.15, 0
 

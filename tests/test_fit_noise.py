@@ -10,9 +10,9 @@ to ``noise_fit.json`` and reported, not asserted.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import torch
+from conftest import SAMPLE_DIR
 
 from dataset_builder.fit.denoiser import DenoiserTraining
 from dataset_builder.fit.noise import (
@@ -23,7 +23,7 @@ from dataset_builder.fit.noise import (
 )
 from sen2naip_hub.models.noise import NoiseModel, published_noise_axes
 
-SAMPLE = Path(__file__).resolve().parents[1].parent / "shared" / "sample"
+SAMPLE = SAMPLE_DIR
 #: A tiny network and budget for CPU tests (the GPU run uses the defaults: 32/48 channels, depth 8).
 TINY = DenoiserTraining(
     steps=300, batch_size=8, patch=40, lr=3e-3, seed=0, estimator_channels=16, denoiser_channels=16, depth=4

@@ -11,6 +11,7 @@ import sys
 import textwrap
 import time
 import tomllib
+from dataclasses import replace
 from pathlib import Path
 from unittest import mock
 
@@ -116,6 +117,46 @@ def test_dry_run_writes_every_repo_complete_and_consistent(sources, tmp_path):
     assert f'load_dataset("{IDS.dataset}", "synthetic"' in dataset_card
     assert IDS.space in dataset_card and "results look like the USA everywhere" in dataset_card
     assert _front(out / "datasets" / IDS.dataset / "README.md")["configs"]
+
+
+def _fitted_models(reference_dir: Path, root: Path) -> Path:
+    """The converted repos saved again as ``sen2naip fit`` saves its results (its own card source)."""
+    from sen2naip_hub.convert import REPO_NAMES
+    from sen2naip_hub.models import BlurModel, Degradation, HarmonizationModel, NoiseModel
+
+    classes = {"blur": BlurModel, "harmonization": HarmonizationModel, "noise": NoiseModel}
+    classes["degradation"] = Degradation
+    for kind, name in REPO_NAMES.items():
+        model = classes[kind].from_pretrained(reference_dir / name)
+        model.card_source = "Fitted by `sen2naip fit` (test)."
+        model.save_pretrained(root / name)
+    return root
+
+
+def test_a_fitted_model_card_shows_its_own_numbers_not_the_published_ones(sources, reference_dir, tmp_path):
+    models = _fitted_models(reference_dir, tmp_path / "fitted")
+    report = {
+        "results": {"fitted": {"mae": 0.0123, "sam_deg": 1.75}, "published": {"mae": 0.0456, "sam_deg": 2.5}},
+        "info": {"pairs": "40 from a test split"},
+    }
+    report_path = tmp_path / "metrics.json"
+    report_path.write_text(json.dumps(report))
+    fitted = Sources(models_dir=models, dataset_dir=sources.dataset_dir, bench_results=None)
+    with pytest.raises(PublishError, match=r"not the converted published weights.*--fit-report"):
+        publish(ORG, fitted, dry_run=tmp_path / "refused")
+    staged = publish(ORG, replace(fitted, fit_report=report_path), dry_run=tmp_path / "dry")
+    published = json.loads(FIDELITY_FILE.read_text())["metrics"]
+    for repo in staged[:4]:
+        card = (repo.folder / "README.md").read_text()
+        assert (
+            "## Fidelity, measured for these weights" in card
+            and "Fidelity to the published model" not in card
+        )
+        assert "| **fitted** (these weights) | 0.0123 | 1.75 |" in card and "40 from a test split" in card
+        assert f"{published['blur']['max_abs_diff']:.2e}" not in card and "Not retrained" not in card
+        assert "They are **not** the SEN2NAIP authors' published weights" in card
+    space = (staged[-1].folder / "README.md").read_text()
+    assert "fitted with `sen2naip fit`, not the published ones" in space
 
 
 def test_dry_run_again_replaces_the_repos(sources, tmp_path):

@@ -12,12 +12,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import SAMPLE_DIR
 
 from dataset_builder.core.tiling import is_blank, iter_tiles
 from dataset_builder.synthetic.clip import ClipEmbedder, embed_tiles
 from dataset_builder.synthetic.selection import Selection, SelectionError, select_diverse
 
-NAIP_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "sample" / "naip"
+NAIP_DIR = SAMPLE_DIR / "naip"
 #: Small real open_clip architecture (22 M image-encoder parameters) so the test runs in seconds.
 TEST_CLIP_MODEL = "ViT-S-32"
 TILE_SIZE = 128  # 10 images of ~723 × 934 px → 350 tiles

@@ -20,6 +20,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import yaml
+from conftest import SAMPLE_DIR
 from huggingface_hub.utils import filter_repo_objects
 
 from dataset_builder.core.facts import DATASET_LICENSE
@@ -32,7 +33,7 @@ from sen2naip_hub.errors import InvalidImageError
 from sen2naip_hub.io import lr_transform
 from sen2naip_hub.sensors import SCALE_FACTOR, reflectance_to_s2
 
-NAIP_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "sample" / "naip"
+NAIP_DIR = SAMPLE_DIR / "naip"
 TILE = 64
 N_IMAGES = 3  # 3 dates of one place → every ROI has 3 acquisitions
 #: Small shards so the test covers several shards per split.

@@ -6,9 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from dataset_builder.fit._files import atomic_dir, write_json
 from dataset_builder.fit.blur_search import BlurSearchResult
-from sen2naip_hub.files import save_figure
+from sen2naip_hub.files import atomic_dir, save_figure, write_json
 
 __all__ = ["plot_error_curves", "save_blur_search"]
 

@@ -26,9 +26,9 @@ from pathlib import Path
 import safetensors.torch
 import torch
 
-from dataset_builder.fit._files import atomic_dir, atomic_file, write_json
 from dataset_builder.fit.pairs import Pairs
 from sen2naip_hub.errors import Sen2NaipError
+from sen2naip_hub.files import atomic_dir, atomic_file, write_json
 from sen2naip_hub.metrics import spectral_angle
 from sen2naip_hub.models.blur import BlurModel
 from sen2naip_hub.models.harmonization import HarmonizationModel

@@ -34,10 +34,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dataset_builder.fit._files import atomic_dir, write_json
 from dataset_builder.fit.denoiser import BlindDenoiser, DenoiserTraining, estimator_error, train_denoiser
 from sen2naip_hub.errors import Sen2NaipError
-from sen2naip_hub.files import save_figure
+from sen2naip_hub.files import atomic_dir, save_figure, write_json
 from sen2naip_hub.models import noise as _noise
 
 NoiseModel = _noise.NoiseModel

@@ -171,7 +171,7 @@ def write_roi_folders(
 # ----------------------------------------------------------------------------- npz and datasets
 def save_npz(pairs: Pairs, path: str | os.PathLike) -> Path:
     """Write ``hr``, ``lr`` (float32) and ``roi_ids`` to one ``.npz`` (torch + numpy to read back)."""
-    from dataset_builder.fit._files import atomic_file
+    from sen2naip_hub.files import atomic_file
 
     path = Path(path)
     with atomic_file(path) as tmp, open(tmp, "wb") as handle:

@@ -23,8 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from dataset_builder.fit._files import atomic_file
-from sen2naip_hub.files import save_figure
+from sen2naip_hub.files import atomic_file, save_figure
 from sen2naip_hub.metrics import spectral_angle
 from sen2naip_hub.models.histogram import match_histograms
 
@@ -146,7 +145,7 @@ def assemble_and_report(
     ``out/metrics.json`` and ``out/spectral_distributions.png`` (held-out pairs: ``val_idx``)."""
     import json
 
-    from dataset_builder.fit._files import atomic_dir, write_json
+    from sen2naip_hub.files import atomic_dir, write_json
     from sen2naip_hub.models import BlurModel, Degradation, HarmonizationModel, NoiseModel
 
     out = Path(out)
