@@ -18,15 +18,19 @@ import torch
 from dataset_builder.cross_sensor.align import estimate_shift
 from dataset_builder.evaluate.paired import band_scores
 from dataset_builder.evaluate.sources import EvaluationError, ImageSet, pair_by_name
+from sen2naip_hub.errors import InvalidImageError
 from sen2naip_hub.metrics import spectral_angle
 
 __all__ = ["evaluate_sr"]
 
 
-def _degrade(model, sr: np.ndarray, harmonization: str, device: str) -> np.ndarray:
+def _degrade(model, name: str, sr: np.ndarray, harmonization: str, device: str) -> np.ndarray:
     hr = torch.from_numpy(sr[None].astype(np.float32)).to(device)
-    with torch.no_grad():
-        lr = model(hr, harmonization=harmonization, noise=False).lr
+    try:
+        with torch.no_grad():
+            lr = model(hr, harmonization=harmonization, noise=False).lr
+    except InvalidImageError as err:
+        raise EvaluationError(f"{name}: the SR image cannot be degraded ({err})") from err
     return lr[0].cpu().numpy()
 
 
@@ -70,7 +74,7 @@ def evaluate_sr(
     per_pair = {}
     for name in names:
         _check_sizes(name, srs[name], lrs[name], model.scale)
-        result = _consistency(_degrade(model, srs[name], harmonization, device), lrs[name])
+        result = _consistency(_degrade(model, name, srs[name], harmonization, device), lrs[name])
         if name in hrs:
             if hrs[name].shape != srs[name].shape:
                 raise EvaluationError(
