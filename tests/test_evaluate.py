@@ -24,7 +24,7 @@ from dataset_builder.evaluate.cli import evaluate_command, evaluate_sr_command
 from dataset_builder.evaluate.distance import weighted_distance
 from dataset_builder.evaluate.noise import reference_denoiser
 from dataset_builder.evaluate.run import evaluate_sets
-from dataset_builder.evaluate.sources import ImageSet, read_folder
+from dataset_builder.evaluate.sources import ImageSet, read_folder, read_set
 from sen2naip_hub.io import Raster, read_raster, write_raster
 from sen2naip_hub.models import Degradation
 from sen2naip_hub.models.blur import BlurModel
@@ -200,3 +200,46 @@ def test_evaluate_sr_is_consistent_for_the_true_hr_and_sees_a_shift(tmp_path, hr
     shifted = json.loads(shifted_json.read_text())
     assert result.exit_code == 0 and abs(shifted["shift_mean_abs_px"] - 1.0) < 0.1  # 4 HR px = 1 LR px
     assert min(shifted["l1"]) > 10 * max(good["l1"])
+
+
+def test_a_dataset_split_side_reads_its_lr_column_and_pairs_by_roi_id(tmp_path, sample_dir):
+    """A split written by the builder's writer against GeoTIFFs of the same LR: distance exactly 0."""
+    import datetime as dt
+
+    from dataset_builder.core.records import PairRecord
+    from dataset_builder.core.splits import RoiSplitter, spatial_roi_id
+    from dataset_builder.core.tiling import iter_tiles
+    from dataset_builder.write.repo import write_dataset
+    from sen2naip_hub.io import lr_transform
+    from sen2naip_hub.sensors import reflectance_to_s2
+
+    records = []
+    for tile in list(iter_tiles(sorted((sample_dir / "naip").glob("*.tif"))[:1], 128))[:6]:
+        c, h, w = tile.data.shape
+        lr = tile.data.reshape(c, h // 4, 4, w // 4, 4).mean(axis=(2, 4))
+        records.append(
+            PairRecord(
+                roi_id=spatial_roi_id(tile.crs, tile.transform, h, w),
+                hr=reflectance_to_s2(tile.data),
+                lr=reflectance_to_s2(lr),
+                crs=tile.crs.to_wkt(),
+                hr_transform=tile.transform.to_gdal(),
+                lr_transform=lr_transform(tile.transform).to_gdal(),
+                hr_date=dt.date(2020, 1, 1),
+                lr_date=None,
+                qa1=math.nan,
+                qa2=math.nan,
+                shift_x=0.0,
+                shift_y=0.0,
+                degradation_model="tests/block-mean-x4",
+                source="simulated",
+            )
+        )
+    write_dataset({"synthetic": records}, tmp_path / "ds", splitter=RoiSplitter((1.0, 0.0, 0.0)))
+    lr_images = [r.lr.astype(np.float32) / 10000 for r in records]
+    folder = _write(tmp_path / "lr", lr_images, [r.roi_id for r in records])
+    split = read_set(str(tmp_path / "ds"), "synthetic", "train")
+    assert len(split) == len(records)
+    result = evaluate_sets(split, read_folder(folder), denoiser_steps=2)
+    assert result["paired"]["pairs"] == len(records) and result["distance"] == 0.0
+    assert max(result["paired"]["l1"]) == 0.0
