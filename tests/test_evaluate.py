@@ -88,8 +88,8 @@ def test_distance_ranks_the_true_degradation_first(hr_tiles, harmonized, publish
     denoiser = None
     for sigmas, down, noise, wrong_down in CASES:
         reference = _degrade(published, harmonized, sigmas, down, noise, seed=1)
-        if denoiser is None:  # one estimator for all cases: what matters is that both sides share it
-            denoiser = reference_denoiser(reference.images, steps=20)
+        if denoiser is None:  # one estimator (the CLI's default training) shared by both sides of all cases
+            denoiser = reference_denoiser(reference.images)
         off = [tuple(s + d for s in sigmas) for d in (0.5, -0.5)]
         candidates = {
             "true": _degrade(published, harmonized, sigmas, down, noise, seed=2),
