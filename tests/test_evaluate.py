@@ -243,3 +243,20 @@ def test_a_dataset_split_side_reads_its_lr_column_and_pairs_by_roi_id(tmp_path, 
     result = evaluate_sets(split, read_folder(folder), denoiser_steps=2)
     assert result["paired"]["pairs"] == len(records) and result["distance"] == 0.0
     assert max(result["paired"]["l1"]) == 0.0
+
+
+def test_a_denoiser_saved_like_fit_noise_loads_and_measures_the_same(tmp_path):
+    import safetensors.torch
+
+    from dataset_builder.evaluate.noise import load_denoiser, noise_levels
+    from dataset_builder.evaluate.sources import EvaluationError
+
+    images = [np.random.default_rng(i).uniform(0.05, 0.3, (4, 40, 40)).astype(np.float32) for i in range(2)]
+    trained = reference_denoiser(images, steps=2)
+    state = {k: v.detach().contiguous() for k, v in trained.state_dict().items()}  # as save_noise_fit does
+    safetensors.torch.save_file(state, str(tmp_path / "denoiser.safetensors"))
+    loaded = load_denoiser(tmp_path)
+    assert noise_levels(images, loaded)["shared_std"] == noise_levels(images, trained)["shared_std"]
+    safetensors.torch.save_file({"x": torch.zeros(1)}, str(tmp_path / "other.safetensors"))
+    with pytest.raises(EvaluationError, match=r"other\.safetensors: not a BlindDenoiser"):
+        load_denoiser(tmp_path / "other.safetensors")
