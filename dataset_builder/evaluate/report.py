@@ -111,6 +111,15 @@ def _figure(rows: int, cols: int):
     return plt.subplots(rows, cols, figsize=(4 * cols, 3.2 * rows))
 
 
+def _broken(x: list[float], y: list[float]) -> tuple[np.ndarray, np.ndarray]:
+    """``x``, ``y`` with a NaN where bins are skipped, so that the line does not bridge the gap."""
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    if len(x) < 2:
+        return x, y
+    gaps = np.flatnonzero(np.diff(x) > 1.5 * np.diff(x).min()) + 1
+    return np.insert(x, gaps, np.nan), np.insert(y, gaps, np.nan)
+
+
 def plot_evaluation(result: dict, path: str | os.PathLike) -> Path:
     """PNG: per-band histograms (top row) beside power spectra, spectral angles and noise (bottom row)."""
     fig, axes = _figure(2, 4)
@@ -132,8 +141,8 @@ def plot_evaluation(result: dict, path: str | os.PathLike) -> Path:
         axes[1][1].hist(angles[side], bins=60, density=True, histtype="step", color=style, label=side)
     axes[1][1].set(title="spectral angle to ref mean", xlabel="degrees")
     noise = result["noise"]
-    axes[1][2].plot(noise["reflectance"], noise["reference_std"], "k.-", label="reference")
-    axes[1][2].plot(noise["reflectance"], noise["candidate_std"], "C1.--", label="candidate")
+    axes[1][2].plot(*_broken(noise["reflectance"], noise["reference_std"]), "k.-", label="reference")
+    axes[1][2].plot(*_broken(noise["reflectance"], noise["candidate_std"]), "C1.--", label="candidate")
     axes[1][2].set(title="noise std vs reflectance", xlabel="reflectance")
     axes[1][3].bar(list(result["terms"]), [v if math.isfinite(v) else 0 for v in result["terms"].values()])
     axes[1][3].set(title=f"distance terms (distance {result['distance']:.3f})")
