@@ -97,3 +97,46 @@ RELEASES: dict[str, dict[str, str]] = {
         "lr": "the release's lr member, DN as published (real or simulated as the release says)",
     },
 }
+
+# ---------------------------------------------------------------------------------------- evaluation
+#: Terms of ``sen2naip evaluate``'s ``distance`` and their weights (the project's choice: every term is
+#: dimensionless and 0 for identical sets, so equal weights; README "Measuring realism" defines each).
+EVALUATE_DISTANCE_WEIGHTS: dict[str, float] = {
+    "wasserstein": 1.0,
+    "ks": 1.0,
+    "std": 1.0,
+    "spectral_angle": 1.0,
+    "power_spectrum": 1.0,
+    "nyquist": 1.0,
+    "noise": 1.0,
+}
+#: Pixels per set (valid pixels, all bands) the distribution metrics use; more are subsampled with the
+#: seed. Wasserstein and KS on 500,000 samples per band take well under a second.
+EVALUATE_MAX_PIXELS: int = 500_000
+#: Radial frequency bins of the power spectrum on [0, 0.5] cycles per pixel.
+EVALUATE_SPECTRUM_BINS: int = 16
+#: The "near Nyquist" annulus, cycles per pixel: the top quarter of the frequency axis (a project
+#: choice), where blur and noise leave their mark (Sentinel-2's MTF at Nyquist is specified at 0.15–0.3,
+#: Sentinel-2 Mission Requirements Document). Its share of the energy is the MTF proxy.
+EVALUATE_NYQUIST_BAND: tuple[float, float] = (0.375, 0.5)
+#: Smallest spread a normaliser may have (reflectance; one Sentinel-2 digital number), so that a
+#: constant band does not divide by zero.
+EVALUATE_MIN_SPREAD: float = 1e-4
+#: Peak value for PSNR and ``data_range`` for SSIM: reflectance, whose full scale is 1.
+EVALUATE_DATA_RANGE: float = 1.0
+#: Histogram bins of the plot (reflectance 0–0.6 holds nearly all land pixels of Sentinel-2 L2A).
+EVALUATE_PLOT_BINS: int = 120
+EVALUATE_PLOT_RANGE: tuple[float, float] = (0.0, 0.6)
+#: The blind denoiser ``evaluate`` trains on the REFERENCE set when no ``--denoiser`` is given: the
+#: small network and budget of tests/test_fit_noise.py (a few seconds on 2 CPU cores). A denoiser
+#: written by ``sen2naip fit noise`` (``denoiser.safetensors``) measures better.
+EVALUATE_DENOISER: dict[str, float | int] = {
+    "steps": 300,
+    "batch_size": 8,
+    "patch": 40,
+    "lr": 3e-3,
+    "seed": 0,
+    "estimator_channels": 16,
+    "denoiser_channels": 16,
+    "depth": 4,
+}
