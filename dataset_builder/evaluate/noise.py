@@ -1,6 +1,6 @@
 """Noise level against reflectance, measured with the project's noise estimator.
 
-The estimator is :class:`dataset_builder.fit.noise.BlindDenoiser` (what ``sen2naip fit noise``
+The estimator is :class:`dataset_builder.fit.denoiser.BlindDenoiser` (what ``sen2naip fit noise``
 learns): residual = image − denoised(image), tabulated by the denoised reflectance with
 :func:`~dataset_builder.fit.noise.accumulate_noise_table`, and its std per reflectance bin read with
 :func:`~dataset_builder.fit.noise.std_comparison` (bins with ≥ ``MIN_BIN_COUNT`` pixels count).
@@ -20,14 +20,8 @@ import torch
 
 from dataset_builder.core.facts import EVALUATE_DENOISER
 from dataset_builder.evaluate.sources import EvaluationError
-from dataset_builder.fit.noise import (
-    BORDER_PX,
-    BlindDenoiser,
-    DenoiserTraining,
-    accumulate_noise_table,
-    std_comparison,
-    train_denoiser,
-)
+from dataset_builder.fit.denoiser import BlindDenoiser, DenoiserTraining, train_denoiser
+from dataset_builder.fit.noise import BORDER_PX, accumulate_noise_table, std_comparison
 
 __all__ = ["check_noise_sizes", "load_denoiser", "noise_comparison", "noise_levels", "reference_denoiser"]
 

@@ -16,7 +16,7 @@ from dataset_builder.evaluate.noise import (
 )
 from dataset_builder.evaluate.paired import check_pairs, paired_metrics
 from dataset_builder.evaluate.sources import EvaluationError, ImageSet
-from dataset_builder.fit.noise import BlindDenoiser
+from dataset_builder.fit.denoiser import BlindDenoiser
 
 __all__ = ["evaluate_sets"]
 
