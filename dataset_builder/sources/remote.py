@@ -115,7 +115,10 @@ def _window_grid(header: AssetHeader, bbox: Sequence[float], resolution: float) 
 
 
 def fetch_naip(
-    item: pystac.Item, request: NaipRequest, out: Path, settings: HttpSettings = HttpSettings()  # noqa: B008
+    item: pystac.Item,
+    request: NaipRequest,
+    out: Path,
+    settings: HttpSettings = HttpSettings(),  # noqa: B008
 ) -> dict[str, Any]:
     """Write the NAIP window of ``item`` to ``out``; returns its manifest facts.
 
@@ -164,7 +167,10 @@ def _write_scl(path: Path, scl: np.ndarray, grid: Grid) -> None:
 
 
 def fetch_s2(
-    item: pystac.Item, request: S2Request, out: Path, settings: HttpSettings = HttpSettings()  # noqa: B008
+    item: pystac.Item,
+    request: S2Request,
+    out: Path,
+    settings: HttpSettings = HttpSettings(),  # noqa: B008
 ) -> dict[str, Any]:
     """Write the Sentinel-2 window of ``item`` (and its SCL) beside ``out``; returns its manifest facts.
 
