@@ -90,6 +90,10 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
 
+#: The Sentinel-2 bands a STAC API source reads, in the project's order.
+_S2_BANDS: tuple[str, ...] = ("B04", "B03", "B02", "B08")
+
+
 class FolderSource(_Section):
     """One sensor's images: a folder of GeoTIFFs, a static STAC catalog on disk, or a STAC API."""
 
@@ -120,8 +124,6 @@ class FolderSource(_Section):
         return self
 
 
-#: The Sentinel-2 bands a STAC API source reads, in the project's order.
-_S2_BANDS: tuple[str, ...] = ("B04", "B03", "B02", "B08")
 #: ``datetime``: ``YYYY-MM-DD`` or a ``start/end`` range of them (``..`` = open).
 _DATETIME_PATTERN: str = r"^(\d{4}-\d{2}-\d{2}|\.\.)(/(\d{4}-\d{2}-\d{2}|\.\.))?$"
 

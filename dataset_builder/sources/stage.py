@@ -15,6 +15,7 @@ its reason in the manifest; nothing stops the build but having no usable NAIP at
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -141,13 +142,13 @@ def _remote_files(
         out = folder / local_name(item.id)
         base = {"item": item.id, "api": redact(api), "collection": source.collection}
         if sensor is NAIP:
-            hr = NaipRequest(
-                str(source.asset), remote.bbox, config.cross_sensor.hr_resolution_m, remote.hr_resampling
-            )
-            fetch = lambda item=item, out=out, hr=hr: fetch_naip(item, hr, out)  # noqa: E731
+            hr_resolution = config.cross_sensor.hr_resolution_m
+            hr = NaipRequest(str(source.asset), remote.bbox, hr_resolution, remote.hr_resampling)
+            fetch = functools.partial(fetch_naip, item, hr, out)
         else:
-            lr = S2Request(dict(source.bands or {}), source.scl, remote.bbox)
-            fetch = lambda item=item, out=out, lr=lr: fetch_s2(item, lr, out)  # noqa: E731
+            fetch = functools.partial(
+                fetch_s2, item, S2Request(dict(source.bands or {}), source.scl, remote.bbox), out
+            )
         try:
             facts = _cached_fetch(out, fetch)
         except _FILE_ERRORS as err:
