@@ -296,3 +296,15 @@ def test_signing_is_off_by_default_and_redacts_tokens() -> None:
             make_modifier("planetary_computer")
     else:
         assert callable(make_modifier("planetary_computer"))
+
+
+def test_the_hr_pixel_size_is_part_of_the_stac_api_sources_fingerprint(servers, tmp_path) -> None:
+    from dataset_builder.core.fingerprint import stage_fingerprints
+
+    def sources_print(config: dict, hr: float) -> dict:
+        return stage_fingerprints(from_dict(config | {"cross_sensor": {"hr_resolution_m": hr}}))["sources"]
+
+    remote = _config(servers, tmp_path / "x")
+    assert sources_print(remote, 2.5) != sources_print(remote, 2.0)  # the cached windows differ
+    folder = {"out": str(tmp_path / "y"), "sources": {"naip": {"folder": str(tmp_path)}}}
+    assert sources_print(folder, 2.5) == sources_print(folder, 2.0)
