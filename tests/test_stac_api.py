@@ -15,6 +15,8 @@ import numpy as np
 import pytest
 import rasterio
 from http_range_server import RangeServer
+from rasterio.enums import Resampling
+from rasterio.warp import reproject
 from stac_servers import rustac_executable, rustac_serve
 
 from dataset_builder.build import build_dataset
@@ -134,13 +136,24 @@ def test_native_resolution_and_resampling_are_recorded(built) -> None:
     assert "collection `naip`" in card and "resampled to 2.5 m by average" in card
 
 
-def test_area_averaging_keeps_the_mean_of_the_native_pixels(built, servers) -> None:
+def test_naip_is_area_averaged_from_its_native_pixels(built, servers) -> None:
+    """The cached 2.5 m HR equals GDAL's area average of the full-resolution 0.6 m file (no overview
+    used), and keeps the mean of the native pixels under it."""
     cached = Path(next(e["path"] for e in built["manifest"] if e.get("item") == "naip-20190904-0p6m"))
-    with rasterio.open(cached) as hr, rasterio.open(servers["root"] / "files" / "naip_0p6.tif") as native:
-        assert hr.res == (2.5, 2.5)
-        window = native.window(*hr.bounds)
-        fine = native.read(window=window).astype(np.float64)
-        coarse = hr.read().astype(np.float64)
+    native_path = servers["root"] / "files" / "naip_0p6.tif"
+    with rasterio.open(cached) as hr, rasterio.open(native_path, OVERVIEW_LEVEL="NONE") as native:
+        assert hr.res == (2.5, 2.5) and native.res == pytest.approx((0.6, 0.6))
+        coarse = hr.read()
+        expected = np.zeros_like(coarse)
+        reproject(
+            rasterio.band(native, [1, 2, 3, 4]),
+            expected,
+            dst_transform=hr.transform,
+            dst_crs=hr.crs,
+            resampling=Resampling.average,
+        )
+        fine = native.read(window=native.window(*hr.bounds)).astype(np.float64)
+    np.testing.assert_array_equal(coarse, expected)
     assert np.abs(fine.mean(axis=(1, 2)) - coarse.mean(axis=(1, 2))).max() < 1.0  # uint8 counts
 
 
