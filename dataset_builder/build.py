@@ -34,6 +34,7 @@ from dataset_builder.core.errors import BuildError
 from dataset_builder.core.fingerprint import fingerprint, stage_fingerprints, tree_stats
 from dataset_builder.core.splits import RoiSplitter
 from dataset_builder.cross_sensor import stage as cross_sensor
+from dataset_builder.sources.signing import redact
 from dataset_builder.sources.stage import stage_sources
 from dataset_builder.synthetic import stage as synthetic
 from dataset_builder.write.card import BuildFacts
@@ -67,7 +68,24 @@ def work_lock(work: Path) -> Iterator[None]:
         yield
 
 
-def _source_text(source) -> str | None:
+def _stac_api_text(config: BuildConfig, source) -> str:
+    """A STAC API source in the card: API, collection, area, dates; NAIP's resampling; S2's SCL."""
+    remote = config.sources
+    text = f"STAC API `{redact(expand_env(source.stac_api))}`, collection `{source.collection}`"
+    text += f", bbox {remote.bbox}, datetime {remote.datetime or 'any'}"
+    if source.asset:
+        target = config.cross_sensor.hr_resolution_m
+        resampled = f"resampled to {target:g} m by {remote.hr_resampling}" if target else "native pixels"
+        text += f"; asset `{source.asset}`, {resampled} (native pixel size per item in the manifest)"
+    if source.bands:
+        text += f"; bands {source.bands}, reflectance from each item's raster:bands scale and offset"
+        text += f", SCL asset `{source.scl}`" if source.scl else ", no SCL (brightness cloud screen)"
+    return text
+
+
+def _source_text(source, config: BuildConfig | None = None) -> str | None:
+    if source.stac_api and config is not None:
+        return _stac_api_text(config, source)
     if source.folder:
         return f"folder `{expand_env(source.folder)}` ({source.pattern})"
     if source.stac:
@@ -82,8 +100,8 @@ def build_facts(config: BuildConfig, context: BuildContext) -> BuildFacts:
     return BuildFacts(
         repo_id=config.write.repo_id,
         splitter=RoiSplitter(tuple(config.splits.fractions), salt=config.splits.salt),
-        naip_source=_source_text(config.sources.naip),
-        s2_source=_source_text(config.sources.s2),
+        naip_source=_source_text(config.sources.naip, config),
+        s2_source=_source_text(config.sources.s2, config),
         degradation_model=context.degradation_id if synthetic_config.enabled else None,
         clip=f"`{synthetic_config.clip_model}` with {weights}",
         fingerprint=fingerprint(config),

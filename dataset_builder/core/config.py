@@ -31,9 +31,11 @@ from dataset_builder.core.errors import ConfigError
 from dataset_builder.core.facts import (
     DEFAULT_CLIP_MODEL,
     DEFAULT_EMBED_BATCH_SIZE,
+    SCL_MAX_FRACTION,
     SEN2NAIP_HR_RESOLUTION_M,
     SEN2NAIP_MAX_DAYS,
     SEN2NAIP_ROI_HR_PX,
+    STAC_PRESETS,
 )
 from dataset_builder.core.splits import DEFAULT_FRACTIONS, DEFAULT_SALT, RoiSplitter, SplitError
 
@@ -88,19 +90,42 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
 
+#: The Sentinel-2 bands a STAC API source reads, in the project's order.
+_S2_BANDS: tuple[str, ...] = ("B04", "B03", "B02", "B08")
+
+
 class FolderSource(_Section):
-    """One sensor's images: a folder of GeoTIFFs, or a static STAC catalog on disk."""
+    """One sensor's images: a folder of GeoTIFFs, a static STAC catalog on disk, or a STAC API."""
 
     folder: str | None = Field(None, description="Folder of 4-band GeoTIFFs (``${VAR}`` allowed).")
     pattern: str = Field("*.tif", description="Glob of the files to read inside ``folder``.")
     stac: str | None = Field(None, description="A static STAC catalog (``catalog.json``) instead.")
     asset_key: str | None = Field(None, description="The STAC asset holding the 4-band image.")
+    stac_api: str | None = Field(None, description="URL of a STAC API searched with pystac-client.")
+    collection: str | None = Field(None, description="The STAC API collection (e.g. naip, sentinel-2-l2a).")
+    asset: str | None = Field(None, description="NAIP from a STAC API: the 4-band COG asset (image).")
+    bands: dict[str, str] | None = Field(
+        None, description="Sentinel-2 from a STAC API: band → asset key for B04, B03, B02, B08."
+    )
+    scl: str | None = Field(None, description="Sentinel-2 from a STAC API: the SCL asset key.")
+    max_cloud_cover: float | None = Field(
+        None, ge=0, le=100, description="Largest item-level eo:cloud_cover, percent (null: any)."
+    )
 
     @model_validator(mode="after")
     def _one_kind(self) -> FolderSource:
-        if self.folder is not None and self.stac is not None:
-            raise ValueError("give either folder or stac, not both")
+        given = [k for k in ("folder", "stac", "stac_api") if getattr(self, k) is not None]
+        if len(given) > 1:
+            raise ValueError(f"give one of folder, stac or stac_api, not {' and '.join(given)}")
+        if self.stac_api is not None and not self.collection:
+            raise ValueError("stac_api needs a collection (or sources.preset)")
+        if self.bands is not None and sorted(self.bands) != sorted(_S2_BANDS):
+            raise ValueError(f"bands must map exactly {', '.join(_S2_BANDS)} to asset keys")
         return self
+
+
+#: ``datetime``: ``YYYY-MM-DD`` or a ``start/end`` range of them (``..`` = open).
+_DATETIME_PATTERN: str = r"^(\d{4}-\d{2}-\d{2}|\.\.)(/(\d{4}-\d{2}-\d{2}|\.\.))?$"
 
 
 class SourcesConfig(_Section):
@@ -109,6 +134,47 @@ class SourcesConfig(_Section):
     naip: FolderSource = Field(default_factory=FolderSource, description="Where the NAIP images are.")
     s2: FolderSource = Field(default_factory=FolderSource, description="Where the Sentinel-2 images are.")
     max_days: int = Field(SEN2NAIP_MAX_DAYS, ge=0, description="Largest NAIP ↔ S2 gap, days.")
+    bbox: list[float] | None = Field(
+        None, min_length=4, max_length=4, description="STAC API area [west, south, east, north], WGS84."
+    )
+    datetime: str | None = Field(
+        None, pattern=_DATETIME_PATTERN, description="STAC API dates, ``YYYY-MM-DD/YYYY-MM-DD``."
+    )
+    signing: Literal["none", "planetary_computer"] = Field(
+        "none", description="Sign STAC asset hrefs (planetary_computer: the planetary-computer package)."
+    )
+    preset: Literal["planetary_computer", "earth_search"] | None = Field(
+        None, description="Fill the STAC API sources' collection, asset, bands and scl keys."
+    )
+    hr_resampling: Literal["average", "bilinear", "cubic", "nearest"] = Field(
+        "average", description="How STAC API NAIP is resampled to ``cross_sensor.hr_resolution_m``."
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fill_preset(cls, data: Any) -> Any:
+        if not isinstance(data, Mapping) or data.get("preset") not in STAC_PRESETS:
+            return data
+        data = dict(data)
+        for sensor, keys in STAC_PRESETS[data["preset"]].items():
+            source = data.get(sensor)
+            if isinstance(source, Mapping) and source.get("stac_api") is not None:
+                data[sensor] = {**keys, **{k: v for k, v in source.items() if v is not None}}
+        return data
+
+    @model_validator(mode="after")
+    def _remote(self) -> SourcesConfig:
+        if self.bbox is not None:
+            west, south, east, north = self.bbox
+            if not (-180 <= west < east <= 180 and -90 <= south < north <= 90):
+                raise ValueError(f"bbox must be [west, south, east, north] in degrees, found {self.bbox}")
+        if self.naip.stac_api is not None and not self.naip.asset:
+            raise ValueError("sources.naip.stac_api needs asset (the 4-band COG key) or sources.preset")
+        if self.s2.stac_api is not None and not self.s2.bands:
+            raise ValueError("sources.s2.stac_api needs bands (band → asset key) or sources.preset")
+        if (self.naip.stac_api or self.s2.stac_api) and self.bbox is None:
+            raise ValueError("a stac_api source needs sources.bbox (the area whose windows are read)")
+        return self
 
 
 class SimulationConfig(_Section):
@@ -132,6 +198,9 @@ class CrossSensorStageConfig(_Section):
     )
     simulate: SimulationConfig | None = Field(
         None, description="Simulate the S2 candidates from the NAIP (leave sources.s2 empty)."
+    )
+    max_cloud_fraction: float = Field(
+        SCL_MAX_FRACTION, ge=0, le=1, description="Largest share of an LR ROI in rejected SCL classes."
     )
 
 
@@ -204,12 +273,14 @@ class BuildConfig(_Section):
                 f"synthetic.n_clusters ({self.synthetic.n_clusters}) must not exceed synthetic.size "
                 f"({self.synthetic.size}): every cluster gets at least one tile"
             )
-        if self.cross_sensor.simulate is not None and (self.sources.s2.folder or self.sources.s2.stac):
+        s2 = self.sources.s2
+        if self.cross_sensor.simulate is not None and (s2.folder or s2.stac or s2.stac_api):
             raise ValueError(
                 "cross_sensor.simulate is set: leave sources.s2 empty (candidates are simulated)"
             )
-        if not self.sources.naip.folder and not self.sources.naip.stac:
-            raise ValueError("sources.naip: give a folder or a stac catalog of NAIP GeoTIFFs")
+        naip = self.sources.naip
+        if not naip.folder and not naip.stac and not naip.stac_api:
+            raise ValueError("sources.naip: give a folder, a stac catalog or a stac_api of NAIP GeoTIFFs")
         return self
 
     @property

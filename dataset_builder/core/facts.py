@@ -140,3 +140,59 @@ EVALUATE_DENOISER: dict[str, float | int] = {
     "denoiser_channels": 16,
     "depth": 4,
 }
+
+# ---------------------------------------------------------------------------------------- remote sources
+#: What ``sources.preset`` fills in (keys left unset only). Planetary Computer: collections ``naip``
+#: (asset ``image``, 4-band COG) and ``sentinel-2-l2a`` (asset keys = band names, ``SCL``), per its
+#: catalog at planetarycomputer.microsoft.com/api/stac/v1. Earth Search v1
+#: (earth-search.aws.element84.com/v1): ``sentinel-2-l2a`` with asset keys ``red``, ``green``, ``blue``,
+#: ``nir``, ``scl``, and ``naip`` (``image``).
+STAC_PRESETS: dict[str, dict[str, dict]] = {
+    "planetary_computer": {
+        "naip": {"collection": "naip", "asset": "image"},
+        "s2": {
+            "collection": "sentinel-2-l2a",
+            "bands": {"B04": "B04", "B03": "B03", "B02": "B02", "B08": "B08"},
+            "scl": "SCL",
+        },
+    },
+    "earth_search": {
+        "naip": {"collection": "naip", "asset": "image"},
+        "s2": {
+            "collection": "sentinel-2-l2a",
+            "bands": {"B04": "red", "B03": "green", "B02": "blue", "B08": "nir"},
+            "scl": "scl",
+        },
+    },
+}
+#: Sentinel-2 L2A processing baseline from which DN = reflectance × 10000 + 1000 (ESA, baseline 04.00,
+#: 25 January 2022: BOA_ADD_OFFSET = -1000 in the product metadata).
+L2A_OFFSET_BASELINE: str = "04.00"
+#: The reflectance offset of those baselines (BOA_ADD_OFFSET / QUANTIFICATION_VALUE = -1000 / 10000).
+L2A_BOA_OFFSET: float = -0.1
+#: Earth Search's item property saying whether the BOA offset was already applied to the pixels; its
+#: maintainers call it the truth when it disagrees with ``raster:bands`` (issue 14).
+EARTHSEARCH_OFFSET_FLAG: str = "earthsearch:boa_offset_applied"
+#: Scene-classification (SCL) classes that reject an LR pixel (Sen2Cor L2A product specification):
+#: 0 no data, 1 saturated or defective, 3 cloud shadow, 8 cloud medium probability, 9 cloud high
+#: probability, 10 thin cirrus, 11 snow or ice.
+SCL_REJECTED_CLASSES: dict[int, str] = {
+    0: "nodata",
+    1: "saturated",
+    3: "cloud shadow",
+    8: "cloud (medium)",
+    9: "cloud (high)",
+    10: "cirrus",
+    11: "snow",
+}
+#: Largest share of an LR ROI in the rejected SCL classes (``cross_sensor.max_cloud_fraction``): none.
+SCL_MAX_FRACTION: float = 0.0
+#: HTTP reads of COGs: seconds before a request is abandoned, retries after a failed read (5xx,
+#: timeout, cut connection, short body), the first back-off (doubled each retry), and assets read at
+#: once. Project choices: GDAL's defaults are no retry and no timeout.
+HTTP_TIMEOUT_S: float = 30.0
+HTTP_MAX_RETRIES: int = 3
+HTTP_BACKOFF_S: float = 0.5
+HTTP_MAX_CONCURRENCY: int = 4
+#: Items per page of a STAC API search (pystac-client ``limit``).
+STAC_PAGE_SIZE: int = 100

@@ -133,8 +133,11 @@ def stage_fingerprints(config: BuildConfig) -> dict[str, dict[str, str]]:
     degradation_files = [degradation, model_files(degradation)]
     clip = model_files(config.synthetic.clip_pretrained)
     shared = {key: data[key] for key in MODEL_KEYS}
+    sources = {"sources": data["sources"]}
+    if config.sources.naip.stac_api:  # the NAIP windows are read at the ROI grid's pixel size
+        sources["hr_resolution_m"] = data["cross_sensor"]["hr_resolution_m"]
     sections = {
-        "sources": ({"sources": data["sources"]}, None),
+        "sources": (sources, None),
         "cross_sensor": ({"cross_sensor": data["cross_sensor"]} | shared, degradation_files),
         "synthetic": ({"synthetic": data["synthetic"]} | shared, [degradation_files, clip]),
         "write": ({k: v for k, v in data.items() if k not in PLACE_KEYS}, [degradation_files, clip]),

@@ -40,3 +40,6 @@ class PairRecord:
     #: Hub id or path of the degradation model that made ``lr`` (None for real LR)
     degradation_model: str | None
     source: Source
+    #: provenance: the STAC item ids of the HR and LR (else their file names without extension)
+    naip_id: str | None = None
+    s2_id: str | None = None

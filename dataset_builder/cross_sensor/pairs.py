@@ -47,6 +47,7 @@ from dataset_builder.core.facts import (
     MAX_CLOUD_FRACTION,
     QA1_MAX_RESIDUAL_LR_PX,
     QA2_MAX_SPECTRAL_ANGLE_DEG,
+    SCL_MAX_FRACTION,
     SEN2NAIP_ROI_HR_PX,
 )
 from dataset_builder.core.plan import failure_reason, first_line
@@ -59,6 +60,7 @@ from dataset_builder.cross_sensor.qa import (
     spectral_angle,
 )
 from dataset_builder.sources.acquisitions import Acquisition
+from dataset_builder.sources.scl import read_scl, scl_rejection
 from sen2naip_hub.errors import InvalidImageError, Sen2NaipError, UnreadableFileError
 from sen2naip_hub.io import lr_transform, read_info, read_raster
 from sen2naip_hub.sensors import NAIP, SCALE_FACTOR, SENTINEL2, Sensor, reflectance_to_s2
@@ -108,7 +110,9 @@ class CrossSensorConfig:
         stride: HR pixels between ROI origins (``None``: ``roi_size``, no overlap); a multiple of ``scale``.
         hr_resolution_m: the HR pixel size the ROI grid assumes (NAIP at 2.5 m, so that LR pixels are
             10 m); ``None`` skips the check (used by the simulation, whose sample NAIP is 5 m).
-        max_nodata_fraction, max_cloud_fraction: screening limits (see the module constants).
+        max_nodata_fraction, max_cloud_fraction: screening limits (see the module constants); the
+            brightness cloud screen applies only to Sentinel-2 without a scene classification.
+        max_scl_fraction: largest share of an LR ROI in rejected SCL classes (Sentinel-2 with an SCL).
         qa1_threshold: LR pixels; qa2_threshold: degrees.
         max_shift_lr: the largest shift co-registration may remove, LR pixels per axis.
         resampling: how the Sentinel-2 is resampled onto the ROI's LR grid.
@@ -120,6 +124,7 @@ class CrossSensorConfig:
     hr_resolution_m: float | None = NAIP.resolution_m
     max_nodata_fraction: float = CROSS_SENSOR_MAX_NODATA_FRACTION
     max_cloud_fraction: float = MAX_CLOUD_FRACTION
+    max_scl_fraction: float = SCL_MAX_FRACTION
     qa1_threshold: float = QA1_MAX_RESIDUAL_LR_PX
     qa2_threshold: float = QA2_MAX_SPECTRAL_ANGLE_DEG
     max_shift_lr: float = DEFAULT_MAX_SHIFT_PX
@@ -206,11 +211,19 @@ def screen(
     lr: np.ndarray,
     max_nodata_fraction: float = CROSS_SENSOR_MAX_NODATA_FRACTION,
     max_cloud_fraction: float = MAX_CLOUD_FRACTION,
+    scl: np.ndarray | None = None,
+    max_scl_fraction: float = SCL_MAX_FRACTION,
 ) -> str | None:
-    """``None`` if an ROI passes the nodata and cloud screens, else the rejection reason."""
+    """``None`` if an ROI passes the nodata and cloud screens, else the rejection reason.
+
+    With the LR's scene classification ``scl`` (on the LR grid) the SCL classes decide
+    (:func:`~dataset_builder.sources.scl.scl_rejection`); without it, the brightness test does.
+    """
     nodata = max(float(np.mean(~np.isfinite(hr).all(axis=0))), float(np.mean(~np.isfinite(lr).all(axis=0))))
     if nodata > max_nodata_fraction:
         return f"nodata {nodata:.0%} > {max_nodata_fraction:.0%}"
+    if scl is not None:
+        return scl_rejection(scl, max_scl_fraction)
     cloud = cloud_fraction(lr)
     if cloud > max_cloud_fraction:
         return f"cloud {cloud:.0%} > {max_cloud_fraction:.0%}"
@@ -280,6 +293,7 @@ class _Roi:
     hr_transform: Affine
     naip: Acquisition
     s2: Acquisition
+    scl: np.ndarray | None = None
 
 
 def _assess(
@@ -320,6 +334,8 @@ def _assess(
         shift_y=dy,
         degradation_model=None,
         source=source,
+        naip_id=roi.naip.source_id,
+        s2_id=roi.s2.source_id,
     )
 
 
@@ -329,16 +345,18 @@ def _read_roi(
     hr_raster = read_raster(naip.path, NAIP, window=window)
     lr_size = config.roi_size // config.scale
     try:
+        lr_grid = lr_transform(hr_raster.transform, config.scale)
         lr = reproject_to_lr_grid(
             str(s2.path),
             hr_raster.crs,
-            lr_transform(hr_raster.transform, config.scale),
+            lr_grid,
             (lr_size, lr_size),
             config.resampling,
         )
+        scl = None if s2.scl is None else read_scl(s2.scl, hr_raster.crs, lr_grid, (lr_size, lr_size))
     except (RasterioError, CPLE_BaseError) as err:
         raise UnreadableFileError(f"{s2.path}: corrupt or truncated ({first_line(err)})") from err
-    return _Roi(roi_id, hr_raster.data, lr, hr_raster.crs, hr_raster.transform, naip, s2)
+    return _Roi(roi_id, hr_raster.data, lr, hr_raster.crs, hr_raster.transform, naip, s2, scl)
 
 
 def _process_pair(
@@ -364,7 +382,14 @@ def _process_pair(
         except _FILE_ERRORS as err:
             rejections.append(Rejection(roi_id, failure_reason(err)))
             continue
-        reason = screen(roi.hr, roi.lr, config.max_nodata_fraction, config.max_cloud_fraction)
+        reason = screen(
+            roi.hr,
+            roi.lr,
+            config.max_nodata_fraction,
+            config.max_cloud_fraction,
+            roi.scl,
+            config.max_scl_fraction,
+        )
         try:
             outcome = Rejection(roi_id, reason) if reason else _assess(roi, degrade, config, source)
         except Sen2NaipError as err:  # e.g. no pixel left to judge after alignment

@@ -37,8 +37,13 @@ RUNNER: str = f"{__name__}:run_pair"
 SIMULATED_CHECKPOINT: str = "cross_sensor/simulated.json"
 
 
-def _entry(acq: Acquisition) -> dict[str, str]:
-    return {"path": str(acq.path), "date": acq.date.isoformat()}
+def _entry(acq: Acquisition) -> dict[str, str | None]:
+    entry = {"path": str(acq.path), "date": acq.date.isoformat()}
+    if acq.item_id is not None:
+        entry["item"] = acq.item_id
+    if acq.scl is not None:
+        entry["scl"] = str(acq.scl)
+    return entry
 
 
 def _simulated_s2(
@@ -93,7 +98,10 @@ def run_pair(args: dict[str, Any], context: BuildContext) -> bytes:
     stage = context.config.cross_sensor
     pair = (acquisition(args["naip"], NAIP), acquisition(args["s2"], SENTINEL2))
     settings = CrossSensorConfig(
-        roi_size=stage.roi_size, stride=stage.stride, hr_resolution_m=stage.hr_resolution_m
+        roi_size=stage.roi_size,
+        stride=stage.stride,
+        hr_resolution_m=stage.hr_resolution_m,
+        max_scl_fraction=stage.max_cloud_fraction,
     )
     result = build_cross_sensor_pairs(
         [pair], context.degrade_noiseless, source=args["source"], config=settings

@@ -50,7 +50,8 @@ class Acquisition:
     """One image of one sensor on one date.
 
     ``bounds`` are ``(left, bottom, right, top)`` in ``crs``; both are ``None`` when the file's
-    header could not be read (the pipeline then rejects it).
+    header could not be read (the pipeline then rejects it). ``scl`` is the Sentinel-2 scene
+    classification beside the image (STAC API sources), ``item_id`` the STAC item it came from.
     """
 
     path: Path
@@ -58,11 +59,18 @@ class Acquisition:
     date: dt.date
     crs: CRS | None
     bounds: tuple[float, float, float, float] | None
+    scl: Path | None = None
+    item_id: str | None = None
 
     @property
     def id(self) -> str:
         """The file name without extension."""
         return self.path.stem
+
+    @property
+    def source_id(self) -> str:
+        """What a row records as its provenance: the STAC item id, else the file name without extension."""
+        return self.item_id or self.path.stem
 
 
 def _date_from_text(text: str) -> dt.date | None:

@@ -1,5 +1,10 @@
 """Stage 1, sources: list the NAIP and Sentinel-2 files, date them, and check each one through.
 
+A STAC API source is searched first (:mod:`.stac_api`) and each item's window of ``sources.bbox`` is
+read into the work folder (:mod:`.remote`); those local files are then checked like any other, and
+their manifest entries carry the item id, the API and the collection. An item that cannot be read is
+listed with its reason.
+
 A file is kept only if it is a georeferenced 4-band GeoTIFF of its sensor, in a projected CRS in
 metres, with a pixel size that fits the sensor (:data:`~dataset_builder.core.facts.PIXEL_SIZE_RANGE_M`),
 that decodes completely and has at least one valid pixel. Anything else (no date, unreadable, corrupt,
@@ -10,6 +15,9 @@ its reason in the manifest; nothing stops the build but having no usable NAIP at
 from __future__ import annotations
 
 import datetime as dt
+import functools
+import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,12 +26,15 @@ from rasterio.errors import RasterioError
 from rasterio.windows import Window
 from tqdm.auto import tqdm
 
-from dataset_builder.core.checkpoints import Checkpoints
+from dataset_builder.core.checkpoints import Checkpoints, atomic_write_text
 from dataset_builder.core.config import BuildConfig, FolderSource, expand_env
 from dataset_builder.core.errors import BuildError
 from dataset_builder.core.facts import PIXEL_SIZE_RANGE_M
 from dataset_builder.core.plan import failure_reason
 from dataset_builder.sources.acquisitions import Acquisition, parse_date
+from dataset_builder.sources.remote import NaipRequest, S2Request, fetch_naip, fetch_s2, local_name
+from dataset_builder.sources.signing import make_modifier, redact
+from dataset_builder.sources.stac_api import SearchRequest, item_date, search_items
 from dataset_builder.sources.stac_catalog import acquisitions_from_stac
 from sen2naip_hub.errors import AllNodataError, InvalidImageError, Sen2NaipError, UnreadableFileError
 from sen2naip_hub.io import RasterInfo, read_info, read_raster
@@ -88,22 +99,70 @@ def _has_valid_pixel(path: Path, sensor: Sensor, info: RasterInfo) -> bool:
     return found
 
 
-def _candidate_files(source: FolderSource, sensor: Sensor) -> list[tuple[Path, str | None]]:
-    """``(path, ISO date or None)`` of every file of a source (STAC items carry their date)."""
+#: One input file to screen: its path, its ISO date (None: parse it) and facts for its manifest entry.
+Candidate = tuple[Path, str | None, dict[str, Any]]
+
+
+def _candidate_files(source: FolderSource, sensor: Sensor) -> list[Candidate]:
+    """Every file of a folder or static-catalog source (STAC items carry their date)."""
     if source.stac:
         acquisitions = acquisitions_from_stac(expand_env(source.stac), sensor, source.asset_key)
-        return [(acq.path, acq.date.isoformat()) for acq in acquisitions]
+        return [(acq.path, acq.date.isoformat(), {}) for acq in acquisitions]
     if not source.folder:
         return []
     folder = Path(expand_env(source.folder))
     if not folder.is_dir():
         raise BuildError(f"{folder}: no such folder ({sensor.name} source)")
-    return [(path, None) for path in sorted(folder.glob(source.pattern))]
+    return [(path, None, {}) for path in sorted(folder.glob(source.pattern))]
 
 
-def _screen_file(path: Path, date: str | None, sensor: Sensor) -> dict[str, Any]:
+def _cached_fetch(out: Path, fetch: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """``fetch()`` once: its facts are saved beside ``out`` (``<stem>.fetched.json``) after the file."""
+    done = out.with_name(out.stem + ".fetched.json")
+    if done.is_file():
+        return json.loads(done.read_text(encoding="utf-8"))
+    facts = fetch()
+    atomic_write_text(done, json.dumps(facts))
+    return facts
+
+
+def _remote_files(
+    config: BuildConfig, source: FolderSource, sensor: Sensor, store: Checkpoints
+) -> tuple[list[Candidate], list[dict[str, Any]]]:
+    """Search a STAC API source and read each item's window; returns candidates and rejected entries."""
+    remote = config.sources
+    api = expand_env(str(source.stac_api))
+    request = SearchRequest(
+        api, str(source.collection), remote.bbox or [], remote.datetime, source.max_cloud_cover
+    )
+    items = search_items(request, make_modifier(remote.signing))
+    folder = store.path(f"sources/{'naip' if sensor is NAIP else 's2'}")
+    candidates, rejected = [], []
+    for item in items:
+        out = folder / local_name(item.id)
+        base = {"item": item.id, "api": redact(api), "collection": source.collection}
+        if sensor is NAIP:
+            hr_resolution = config.cross_sensor.hr_resolution_m
+            hr = NaipRequest(str(source.asset), remote.bbox, hr_resolution, remote.hr_resampling)
+            fetch = functools.partial(fetch_naip, item, hr, out)
+        else:
+            fetch = functools.partial(
+                fetch_s2, item, S2Request(dict(source.bands or {}), source.scl, remote.bbox), out
+            )
+        try:
+            facts = _cached_fetch(out, fetch)
+        except _FILE_ERRORS as err:
+            entry = {"stage": "sources", "sensor": sensor.name, "id": item.id, "path": None} | base
+            rejected.append(entry | {"status": "rejected", "reason": redact(failure_reason(err))})
+            continue
+        candidates.append((out, item_date(item).isoformat(), base | facts))
+    return candidates, rejected
+
+
+def _screen_file(path: Path, date: str | None, sensor: Sensor, facts: dict[str, Any]) -> dict[str, Any]:
     """The manifest entry of one input file: ``status`` ok (with its date) or rejected (with why)."""
     entry: dict[str, Any] = {"stage": "sources", "sensor": sensor.name, "id": path.name, "path": str(path)}
+    entry |= facts
     try:
         date = date or parse_date(path).isoformat()
         check_input_file(path, sensor)
@@ -112,17 +171,32 @@ def _screen_file(path: Path, date: str | None, sensor: Sensor) -> dict[str, Any]
     return entry | {"status": "ok", "date": date}
 
 
+def _inputs(
+    config: BuildConfig, store: Checkpoints
+) -> tuple[list[tuple[Path, str | None, dict, Sensor]], list]:
+    """Every file to screen (with its sensor), and the STAC API items already rejected."""
+    files, rejected = [], []
+    for source, sensor in ((config.sources.naip, NAIP), (config.sources.s2, SENTINEL2)):
+        if source.stac_api:
+            found, failed = _remote_files(config, source, sensor, store)
+            rejected += failed
+        else:
+            found = _candidate_files(source, sensor)
+        files += [(p, d, f, sensor) for p, d, f in found]
+    return files, rejected
+
+
 def stage_sources(config: BuildConfig, store: Checkpoints, progress: bool) -> list[dict[str, Any]]:
     """Stage 1; returns the manifest entries of every input file (checkpoint :data:`CHECKPOINT`)."""
     if store.has(CHECKPOINT):
         return store.load_json(CHECKPOINT)
-    files = [(p, d, NAIP) for p, d in _candidate_files(config.sources.naip, NAIP)]
-    files += [(p, d, SENTINEL2) for p, d in _candidate_files(config.sources.s2, SENTINEL2)]
-    entries = [
-        _screen_file(p, d, s) for p, d, s in tqdm(files, desc="sources", unit="file", disable=not progress)
+    files, entries = _inputs(config, store)
+    entries += [
+        _screen_file(p, d, s, f)
+        for p, d, f, s in tqdm(files, desc="sources", unit="file", disable=not progress)
     ]
     if not any(e["sensor"] == NAIP.name and e["status"] == "ok" for e in entries):
-        where = config.sources.naip.folder or config.sources.naip.stac
+        where = config.sources.naip.folder or config.sources.naip.stac or config.sources.naip.stac_api
         raise BuildError(
             f"{expand_env(str(where))}: no usable NAIP GeoTIFF (found {len(entries)} file(s)); point "
             "sources.naip at a folder of 4-band NAIP GeoTIFFs (the sample: set SEN2NAIP_SAMPLE_DIR)"
@@ -137,7 +211,11 @@ def acquisition(entry: dict[str, Any], sensor: Sensor) -> Acquisition:
     left, top = info.transform @ (0, 0)
     right, bottom = info.transform @ (info.width, info.height)
     bounds = (min(left, right), min(top, bottom), max(left, right), max(top, bottom))
-    return Acquisition(Path(entry["path"]), sensor, dt.date.fromisoformat(entry["date"]), info.crs, bounds)
+    date = dt.date.fromisoformat(entry["date"])
+    scl = Path(entry["scl"]) if entry.get("scl") else None
+    return Acquisition(
+        Path(entry["path"]), sensor, date, info.crs, bounds, scl=scl, item_id=entry.get("item")
+    )
 
 
 def usable_acquisitions(entries: list[dict[str, Any]], sensor: Sensor) -> list[Acquisition]:

@@ -173,14 +173,16 @@ def run_degrade(args: dict[str, Any], context: BuildContext) -> bytes:
             )
     lr = lr.float().cpu().numpy()
     records = [
-        _record(raster, lr[i], args["dates"][c["path"]], model.scale, context.degradation_id)
+        _record(
+            raster, lr[i], args["dates"][c["path"]], model.scale, context.degradation_id, Path(c["path"]).stem
+        )
         for i, (c, raster) in enumerate(zip(chosen, rasters, strict=True))
     ]
     ids = [{"id": c["tile_id"], "roi_id": r.roi_id} for c, r in zip(chosen, records, strict=True)]
     return encode_records(records, ids)
 
 
-def _record(raster, lr: np.ndarray, date: str, scale: int, model_id: str) -> PairRecord:
+def _record(raster, lr: np.ndarray, date: str, scale: int, model_id: str, naip_id: str) -> PairRecord:
     crs = raster.crs.to_wkt()
     size = raster.data.shape[-1]
     return PairRecord(
@@ -198,6 +200,7 @@ def _record(raster, lr: np.ndarray, date: str, scale: int, model_id: str) -> Pai
         shift_y=0.0,
         degradation_model=model_id,
         source="real",
+        naip_id=naip_id,
     )
 
 

@@ -92,6 +92,8 @@ def pair_features(hr_shape: tuple[int, int, int], lr_shape: tuple[int, int, int]
             "shift_y": Value("float32"),
             "degradation_model": Value("string"),
             "source": Value("string"),
+            "naip_id": Value("string"),
+            "s2_id": Value("string"),
         }
     )
 
@@ -140,7 +142,7 @@ def records_to_table(records: list[PairRecord], features: Features) -> pa.Table:
         columns[key] = pa.FixedSizeListArray.from_arrays(pa.array(flat, pa.float64()), 6)
     for key in ("qa1", "qa2", "shift_x", "shift_y"):
         columns[key] = pa.array(np.asarray([getattr(r, key) for r in records], dtype=np.float32))
-    for key in ("roi_id", "crs", "degradation_model", "source"):
+    for key in ("roi_id", "crs", "degradation_model", "source", "naip_id", "s2_id"):
         columns[key] = pa.array([getattr(r, key) for r in records], pa.string())
     for key in ("hr_date", "lr_date"):
         columns[key] = pa.array([_iso(getattr(r, key)) for r in records], pa.string())

@@ -11,6 +11,7 @@ swapped into ``out`` (:mod:`dataset_builder.write.output`).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -173,7 +174,8 @@ def run_item(args: dict[str, Any], context: ImportContext) -> bytes:
 
             rows = synthetic_rows(archive, roi, release, context.maker)
     extra = [_provenance(row, split) for row in rows]
-    return encode_records([row.record for row in rows], extra)
+    records = [dataclasses.replace(row.record, naip_id=row.naip_id, s2_id=row.s2_id) for row in rows]
+    return encode_records(records, extra)
 
 
 def _v2(context: ImportContext, args: dict[str, Any]) -> tuple[ReleaseRow, str | None]:

@@ -23,9 +23,10 @@ from sen2naip_hub.files import atomic_file
 
 __all__ = ["PROVENANCE_COLUMNS", "release_features", "write_split"]
 
-#: Provenance of an imported row: which release, the NAIP and Sentinel-2 product ids (null when the
-#: release does not give them), and the footprint group that decided its split.
-PROVENANCE_COLUMNS: tuple[str, ...] = ("release", "naip_id", "s2_id", "split_group")
+#: Provenance of an imported row beside the builder's columns (whose ``naip_id`` and ``s2_id`` hold the
+#: release's product ids, null when it does not give them): which release, and the footprint group
+#: that decided its split.
+PROVENANCE_COLUMNS: tuple[str, ...] = ("release", "split_group")
 #: Rows per parquet row group of an import (ROIs of 484 px: ~2 MB each, so ~64 MB groups).
 ROW_GROUP_ROWS: int = 32
 
