@@ -22,7 +22,7 @@ from dataset_builder.sources.releases.groups import connected_groups
 from dataset_builder.sources.releases.importer import ImportSettings
 from dataset_builder.sources.releases.run import import_release
 from dataset_builder.sources.releases.taco import TACO_MAGIC, TacoError, Tortilla, parse_header
-from sen2naip_hub.sensors import reflectance_to_naip
+from sen2naip_hub.sensors import reflectance_to_naip, reflectance_to_s2
 
 sys.path.insert(0, str(Path(__file__).parent / "data" / "releases"))
 import data as fixtures
@@ -84,9 +84,11 @@ def test_cross_sensor_rows_equal_the_members(cross_sensor, releases):
         folder = f"cross-sensor/{row['roi_id']}"
         hr, lr = vsizip(zip_path, f"{folder}/hr.tif"), vsizip(zip_path, f"{folder}/lr.tif")
         assert row["hr"].dtype == np.uint16 and row["lr"].dtype == np.uint16
-        # HR: the member's uint8 counts as the builder stores NAIP (reflectance × 10000), one-to-one
-        np.testing.assert_array_equal(row["hr"], np.rint(hr / 255.0 * 10000).astype(np.uint16))
-        np.testing.assert_array_equal(reflectance_to_naip(row["hr"] / 10000.0), hr)
+        # HR: the member's uint8 counts as the builder stores NAIP (reflectance × 10000), one-to-one but
+        # for a count of 0, stored as DN 1: 0 means nodata in the builder's arrays
+        expected = np.maximum(np.rint(hr / 255.0 * 10000), 1).astype(np.uint16)
+        np.testing.assert_array_equal(row["hr"], expected)
+        np.testing.assert_array_equal(reflectance_to_naip(row["hr"] / 10000.0), np.maximum(hr, 1))
         assert lr.dtype == np.int32
         np.testing.assert_array_equal(row["lr"].astype(np.int64), lr.astype(np.int64))  # the DN, exactly
         meta = json.loads(zipfile.ZipFile(zip_path).read(f"{folder}/metadata.json"))
@@ -109,7 +111,8 @@ def test_cross_sensor_same_features_as_a_build(cross_sensor):
     built = pair_features((4, fixtures.HR_PX, fixtures.HR_PX), (4, fixtures.HR_PX // 4, fixtures.HR_PX // 4))
     for name, feature in built.items():
         assert split.features[name] == feature, name
-    assert set(split.features) - set(built) == {"release", "naip_id", "s2_id", "split_group"}
+    assert set(split.features) - set(built) == {"release", "split_group"}
+    assert {"naip_id", "s2_id"} <= set(built)  # provenance columns every build has
 
 
 def test_corrupt_members_are_listed_with_reasons(cross_sensor):
@@ -190,7 +193,8 @@ def test_v2_taco_keeps_its_splits_and_values(releases, tmp_path):
                 assert footer["tortilla:data_split"] == split
                 inner = taco.nested(index)
                 with rasterio.MemoryFile(inner.member("hr")) as m, m.open() as src:
-                    np.testing.assert_array_equal(reflectance_to_naip(row["hr"] / 10000.0), src.read())
+                    expected = np.maximum(src.read(), 1)  # a count of 0 is stored as the smallest valid DN
+                    np.testing.assert_array_equal(reflectance_to_naip(row["hr"] / 10000.0), expected)
                 with rasterio.MemoryFile(inner.member("lr")) as m, m.open() as src:
                     np.testing.assert_array_equal(row["lr"], src.read())
     card = (out / "README.md").read_text()
@@ -311,13 +315,13 @@ def test_synthetic_lr_is_the_named_model_on_the_member(releases, tmp_path, refer
             n for n in names if n.startswith(f"synthetic_01/data/{row['roi_id']}/") and row["naip_id"] in n
         )
         hr = vsizip(zip_path, member)
-        np.testing.assert_array_equal(reflectance_to_naip(row["hr"] / 10000.0), hr)
+        # a count of 0 is stored as the smallest valid DN (0 means nodata in the builder's arrays)
+        np.testing.assert_array_equal(reflectance_to_naip(row["hr"] / 10000.0), np.maximum(hr, 1))
         assert row["degradation_model"] == model_dir and row["release"] == "v1-synthetic"
         with torch.inference_mode():
             lr = model(torch.from_numpy(row["hr"].astype(np.float32) / 10000)[None], noise=False).lr
             lr = model.noise(lr, torch.Generator().manual_seed(tile_seed(3, member)))
-        expected = np.clip(np.rint(lr[0].numpy() * 10000), 0, 65535).astype(np.uint16)
-        np.testing.assert_array_equal(row["lr"], expected)
+        np.testing.assert_array_equal(row["lr"], reflectance_to_s2(lr[0].numpy()))  # the one DN rule
 
 
 def test_fit_reads_an_imported_dataset(cross_sensor):
@@ -381,8 +385,7 @@ def test_synthetic_with_the_release_sim_histograms(releases, tmp_path, reference
                 reference.append([values[np.argmax(cdf >= level)] for level in levels])
             ref = torch.tensor(np.asarray(reference, dtype=np.float32)).reshape(1, 4, 1, -1)
             lr = model.noise(match_histograms(lr, ref), torch.Generator().manual_seed(tile_seed(0, member)))
-        expected = np.clip(np.rint(lr[0].numpy() * 10000), 0, 65535).astype(np.uint16)
-        np.testing.assert_array_equal(row["lr"], expected)
+        np.testing.assert_array_equal(row["lr"], reflectance_to_s2(lr[0].numpy()))  # the one DN rule
 
 
 def test_synthetic_unknown_method_is_listed(releases, tmp_path, reference_dir):

@@ -54,8 +54,10 @@ def _check_bands(raster: MemberRaster, name: str) -> None:
 
 def hr_to_builder(raster: MemberRaster, name: str) -> np.ndarray:
     """NAIP uint8 counts → the builder's HR: uint16 reflectance × 10000 (``rint(DN / 255 × 10000)``),
-    exactly as ``sen2naip build`` stores NAIP; the map is one-to-one, so the member's pixels come back
-    with :func:`sen2naip_hub.sensors.reflectance_to_naip`."""
+    exactly as ``sen2naip build`` stores NAIP (:func:`sen2naip_hub.sensors.reflectance_to_counts`). The
+    map is one-to-one except that a count of 0 becomes DN 1, the smallest valid value, since DN 0 means
+    nodata in the builder's arrays; :func:`sen2naip_hub.sensors.reflectance_to_naip` gives the member's
+    pixels back (0 as 1)."""
     _check_bands(raster, name)
     if raster.data.dtype != np.uint8:
         raise InvalidImageError(f"{name}: expected NAIP uint8 counts, found {raster.data.dtype}")
