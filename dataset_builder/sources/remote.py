@@ -46,7 +46,7 @@ from dataset_builder.sources.stac_catalog import item_crs
 from sen2naip_hub.errors import InvalidImageError, UnreadableFileError
 from sen2naip_hub.files import atomic_file
 from sen2naip_hub.io import Raster, write_raster
-from sen2naip_hub.sensors import NAIP, SENTINEL2
+from sen2naip_hub.sensors import NAIP, SENTINEL2, counts_to_reflectance
 
 __all__ = ["NaipRequest", "S2Request", "fetch_naip", "fetch_s2", "local_name", "scl_path"]
 
@@ -144,7 +144,7 @@ def fetch_naip(
     grid = _window_grid(header, request.bbox, target)
     resampling = Resampling[request.resampling] if native != target else Resampling.nearest
     counts = read_window(href, grid, (1, 2, 3, 4), resampling, "uint8", settings)
-    data = np.where(counts == NAIP.nodata, np.nan, counts / np.float32(NAIP.dn_scale)).astype(np.float32)
+    data = np.where(counts == NAIP.nodata, np.nan, counts_to_reflectance(counts, NAIP)).astype(np.float32)
     data[:, ~np.isfinite(data).all(axis=0)] = np.nan
     write_raster(out, Raster(data, grid.crs, grid.transform, NAIP.all_bands), NAIP)
     return facts

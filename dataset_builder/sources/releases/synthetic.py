@@ -12,7 +12,6 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
 
 from dataset_builder.core.records import PairRecord
@@ -24,7 +23,7 @@ from dataset_builder.synthetic.stage import tile_seed
 from sen2naip_hub.errors import InvalidImageError
 from sen2naip_hub.io import lr_transform
 from sen2naip_hub.models.histogram import match_histograms
-from sen2naip_hub.sensors import SENTINEL2, reflectance_to_s2
+from sen2naip_hub.sensors import SENTINEL2, counts_to_reflectance, reflectance_to_s2
 
 __all__ = ["DATE_FOLDERS", "Maker", "make_lr", "synthetic_images", "synthetic_rows"]
 
@@ -89,7 +88,7 @@ def _row(
 
     raster = read_member(archive.read(name), name)
     hr = hr_to_builder(raster, name)
-    reflectance = torch.from_numpy(hr.astype(np.float32) / np.float32(SENTINEL2.dn_scale))[None]
+    reflectance = torch.from_numpy(counts_to_reflectance(hr, SENTINEL2))[None]
     lr = make_lr(reflectance, maker, target, name)
     model = maker.model
     naip_id = naip_id_of(name)
