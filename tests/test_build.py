@@ -133,7 +133,7 @@ def test_load_dataset_every_config_split_and_streaming(built) -> None:
             assert row["lr_date"] == row["hr_date"] and 0 <= row["qa1"] <= 1 and 0 <= row["qa2"] <= 2
 
 
-def test_rerun_changes_nothing(built, setup) -> None:
+def test_rerun_changes_nothing(built) -> None:
     out = built["out"]
     before = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in out.rglob("*") if p.is_file()}
     messages: list[str] = []

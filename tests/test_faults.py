@@ -89,10 +89,16 @@ def test_bad_inputs_are_listed_and_the_rest_equals_a_clean_build(build_setup, bu
     assert digests(out, ".parquet") == digests(built["out"], ".parquet")
 
 
+def _default_sigint() -> None:
+    """In the child: SIGINT as a terminal delivers it. A shell starts background jobs (a CI runner, say)
+    with SIGINT ignored, and Python keeps an inherited ignore, as it should."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _start_and_signal(config: Path, env: dict, ready: Path, signum: int) -> subprocess.CompletedProcess:
     """Start a build, send ``signum`` once ``ready`` exists, return how it ended."""
     process = subprocess.Popen(build_command(config), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True)  # fmt: skip
+                               text=True, preexec_fn=_default_sigint)  # fmt: skip
     deadline = time.monotonic() + SUBPROCESS_TIMEOUT_S
     while not ready.exists() and time.monotonic() < deadline and process.poll() is None:
         time.sleep(0.05)

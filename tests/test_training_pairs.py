@@ -398,8 +398,11 @@ def test_the_pair_modules_import_neither_the_builder_nor_the_unet_nor_rasterio()
     code = (
         "import sys, torch, sen2naip_hub.training as t, sen2naip_hub.training_data\n"
         "from sen2naip_hub.models import BlurModel, NoiseModel\n"
+        "from sen2naip_hub.models.noise import published_noise_axes\n"
+        "edges, values = published_noise_axes()\n"
+        "table = torch.full((edges.numel() + 1, values.numel()), 1.0 / values.numel())\n"
         "r = t.Randomization(harmonization={'none': 1})\n"
-        "p = t.TrainingPairs(BlurModel(), NoiseModel(), randomization=r)\n"
+        "p = t.TrainingPairs(BlurModel(), NoiseModel.from_table(table, edges, values), randomization=r)\n"
         "p(torch.rand(1, 4, 32, 32), t.step_generator(0, 0))\n"
         f"print([m for m in {heavy!r} if m in sys.modules])"
     )
