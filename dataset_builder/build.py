@@ -143,10 +143,11 @@ def build_dataset(
 
     Raises:
         BuildError: no usable NAIP input, ``out`` is a folder this build did not write, no row kept,
-            every item of a step failing, CUDA asked for but missing, an unknown ``backend``, Ray
+            every item of a step failing, an unknown ``backend``, Ray
             asked for but not installed, another build running in the same work folder, a write that
             failed (disk full, file too large, read-only).
         ConfigError: an invalid setting found late (e.g. a path variable not set).
+        DeviceUnavailableError: ``device`` names CUDA on a machine without it.
     """
     runner = make_backend(backend, address)
     out, work = config.out_dir, config.work_path

@@ -15,6 +15,7 @@ from typing import Annotated
 import typer
 
 from sen2naip_hub.constants import DEFAULT_MODEL_REPO_ID
+from sen2naip_hub.devices import resolve_device
 from sen2naip_hub.errors import InvalidImageError, Sen2NaipError
 from sen2naip_hub.sensors import NAIP
 
@@ -39,14 +40,6 @@ def default_model() -> str:
     if env:
         return env
     return str(LOCAL_MODEL) if LOCAL_MODEL.is_dir() else DEFAULT_MODEL_REPO_ID
-
-
-def _device(name: str) -> str:
-    import torch
-
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise InvalidImageError(f"--device {name}: CUDA is not available on this machine (use --device cpu)")
-    return name
 
 
 @app.command()
@@ -117,7 +110,7 @@ def degrade(
         harmonization=harmonization,
         noise=noise,
         seed=seed,
-        device=_device(device),
+        device=resolve_device(device),
         batch_size=batch_size,
         tile=tile,
     )

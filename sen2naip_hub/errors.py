@@ -26,6 +26,10 @@ class InvalidOutputError(Sen2NaipError, OSError):
     """An output path cannot be written: it is a folder, lies under a file, or would overwrite an input."""
 
 
+class DeviceUnavailableError(Sen2NaipError, RuntimeError):
+    """A device was asked for that this machine does not have (``cuda`` without CUDA)."""
+
+
 class ModelNotFoundError(Sen2NaipError, FileNotFoundError):
     """A model path or Hub repo id could not be resolved to a model."""
 

@@ -12,8 +12,9 @@ from dataset_builder.core.config import BuildConfig, expand_env
 from dataset_builder.core.errors import BuildError
 from dataset_builder.core.fingerprint import degradation_source
 from sen2naip_hub.convert import convert_reference, reference_is_converted
+from sen2naip_hub.devices import resolve_device
 
-__all__ = ["CROSS_SENSOR_HARMONIZATION", "BuildContext", "Echo", "resolve_device"]
+__all__ = ["CROSS_SENSOR_HARMONIZATION", "BuildContext", "Echo"]
 
 Echo = Callable[[str], None]
 
@@ -21,21 +22,12 @@ Echo = Callable[[str], None]
 CROSS_SENSOR_HARMONIZATION: str = "none"
 
 
-def resolve_device(name: str) -> str:
-    """``auto`` → ``cuda`` when available, else ``cpu``; ``cuda`` without CUDA is a :class:`BuildError`."""
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise BuildError(f"device {name}: CUDA is not available on this machine (use --device cpu)")
-    return name
-
-
 class BuildContext:
     """The config, the device, and models loaded on first use and kept (one per worker process)."""
 
     def __init__(self, config: BuildConfig, echo: Echo = print) -> None:
         self.config, self.echo = config, echo
-        self.device = resolve_device(config.device)
+        self.device = resolve_device(config.device, option="device")
         self._cache: dict[str, Any] = {}
 
     def cached(self, key: str, factory: Callable[[], Any]) -> Any:

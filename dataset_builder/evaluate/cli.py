@@ -80,6 +80,7 @@ def evaluate_sr_command(
     from dataset_builder.evaluate.sources import EvaluationError, read_folder, read_set
     from dataset_builder.evaluate.sr import evaluate_sr
     from sen2naip_hub.cli import default_model
+    from sen2naip_hub.devices import resolve_device
     from sen2naip_hub.models import Degradation
     from sen2naip_hub.models.harmonization import HARMONIZATION_MODES
 
@@ -87,13 +88,7 @@ def evaluate_sr_command(
         raise EvaluationError(
             f"--harmonization must be one of {', '.join(HARMONIZATION_MODES)}, got {harmonization!r}"
         )
-    if device.startswith("cuda"):
-        import torch
-
-        if not torch.cuda.is_available():
-            raise EvaluationError(
-                f"--device {device}: CUDA is not available on this machine (use --device cpu)"
-            )
+    device = resolve_device(device)
     result = evaluate_sr(
         read_folder(Path(sr)),
         read_set(lr, config, split, column="lr"),

@@ -12,6 +12,7 @@ from typing import Annotated
 
 import typer
 
+from sen2naip_hub.devices import resolve_device
 from sen2naip_hub.errors import Sen2NaipError
 
 app = typer.Typer(help="Learn the degradation (δ, λ, e) from data.", no_args_is_help=True)
@@ -25,14 +26,6 @@ DEFAULT_SAMPLE = Path("../shared/sample")
 
 class FitError(Sen2NaipError, ValueError):
     """A fitting input or option the CLI cannot use."""
-
-
-def _device(name: str) -> str:
-    import torch
-
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise FitError(f"--device {name}: CUDA is not available on this machine (use --device cpu)")
-    return name
 
 
 def _pairs(source: str, config: str, split: str, limit: int | None = None):
@@ -75,7 +68,7 @@ def blur(
             data.lr,
             max_shift=max_shift,
             register=not no_register,
-            device=_device(device),
+            device=resolve_device(device),
             progress=True,
         )
     except BlurSearchError as err:
@@ -132,7 +125,7 @@ def harmonization(
 
     settings = HarmonizationTraining(
         steps=steps, batch_size=batch_size, lr=lr, crop=crop, eval_every=eval_every, patience=patience,
-        seed=seed, device=_device(device), freeze_batchnorm=init != "random",
+        seed=seed, device=resolve_device(device), freeze_batchnorm=init != "random",
     )  # fmt: skip
     _train_harmonization(_pairs(pairs, config, split), out, blur_model, init, settings, checkpoints)
 
@@ -158,7 +151,7 @@ def noise(
     sample = sample_dir if sample_dir is not None and sample_dir.is_dir() else None
     scenes = load_s2_scenes(sample, s2 or ())
     settings = DenoiserTraining(
-        steps=steps, batch_size=batch_size, patch=patch, seed=seed, device=_device(device)
+        steps=steps, batch_size=batch_size, patch=patch, seed=seed, device=resolve_device(device)
     )
     repo, summary = fit_noise(scenes, out, settings, per_band=per_band, progress=True)
     ratio = summary.get("ratio_median")
@@ -195,7 +188,7 @@ def fit_all(
     from dataset_builder.fit.noise import fit_noise, load_s2_scenes
     from dataset_builder.fit.report import assemble_and_report
 
-    device = _device(device)
+    device = resolve_device(device)
     data = _pairs(pairs, config, split)
     result = search_blur(data.hr, data.lr, device=device, progress=True)
     save_blur_search(result, out / "blur")
