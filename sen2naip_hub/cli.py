@@ -201,12 +201,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)
         return 130
-    except Exception as err:  # click's usage errors and the like
+    except Exception as err:  # usage errors: typer (its own copy of click since 0.26) and click's
         import click
 
         if isinstance(err, click.exceptions.Exit):
             return err.exit_code
-        if isinstance(err, click.ClickException):
+        if isinstance(err, click.ClickException | typer.TyperException) and hasattr(err, "show"):
             err.show()
             return err.exit_code
         raise

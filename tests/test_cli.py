@@ -146,3 +146,12 @@ def test_convert_reference_command(tmp_path):
     names = sorted(p.name for p in tmp_path.iterdir())
     assert names == ["sen2naip-blur", "sen2naip-degradation", "sen2naip-harmonization", "sen2naip-noise"]
     assert not list(tmp_path.rglob("*.pt")) and not list(tmp_path.rglob("*.bin"))
+
+
+@pytest.mark.parametrize("argv", [["degrade", "in.tif", "out.tif", "--bogus"], ["no-such-command"]])
+def test_usage_errors_are_reported_without_a_traceback(argv, tmp_path, capsys, monkeypatch):
+    """typer ships its own copy of click: its usage errors are shown as usage errors, exit code 2."""
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and err.strip().splitlines()[-1].startswith("Error: ")
