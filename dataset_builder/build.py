@@ -32,7 +32,6 @@ from dataset_builder.core.config import BuildConfig, expand_env
 from dataset_builder.core.context import BuildContext, Echo
 from dataset_builder.core.errors import BuildError
 from dataset_builder.core.fingerprint import fingerprint, stage_fingerprints, tree_stats
-from dataset_builder.core.splits import RoiSplitter
 from dataset_builder.cross_sensor import stage as cross_sensor
 from dataset_builder.sources.signing import redact
 from dataset_builder.sources.stage import stage_sources
@@ -99,7 +98,7 @@ def build_facts(config: BuildConfig, context: BuildContext) -> BuildFacts:
     weights = synthetic_config.clip_pretrained or f"random weights (not pretrained; seed {config.seed})"
     return BuildFacts(
         repo_id=config.write.repo_id,
-        splitter=RoiSplitter(tuple(config.splits.fractions), salt=config.splits.salt),
+        splitter=config.splits.splitter(),
         naip_source=_source_text(config.sources.naip, config),
         s2_source=_source_text(config.sources.s2, config),
         degradation_model=context.degradation_id if synthetic_config.enabled else None,
@@ -117,12 +116,10 @@ def _run_stages(
     backend.execute(pairs, store, context, progress)
     embed = synthetic.plan_embed(config, sources)
     backend.execute(embed, store, context, progress)
-    degrade = synthetic.plan_degrade(config, [], sources)
-    if embed.tasks:
-        selected = synthetic.select(config, store, embed, context.echo)["selected"]
-        degrade = synthetic.plan_degrade(config, selected, sources)
-        backend.execute(degrade, store, context, progress)
-    splitter = RoiSplitter(tuple(config.splits.fractions), salt=config.splits.salt)
+    selected = synthetic.select(config, store, embed, context.echo)["selected"] if embed.tasks else []
+    degrade = synthetic.plan_degrade(config, selected, sources)
+    backend.execute(degrade, store, context, progress)
+    splitter = config.splits.splitter()
     manifest = list(sources) + cross_sensor.manifest_entries(pairs, store, splitter)
     manifest += synthetic.manifest_entries(embed, degrade, store, splitter)
     return {"cross_sensor": pairs.names, "synthetic": degrade.names}, manifest

@@ -145,3 +145,35 @@ def built(build_setup) -> dict:
         offline_hf(patch, root / "hf_home")
         result = build_dataset(config, progress=False, echo=lambda _: None)
     return {"out": out, "result": result, "config": config, "digests": digests(out)}
+
+
+def block_mean_record(tile, hr_date):
+    """A ``PairRecord`` of a NAIP tile (``dataset_builder.core.tiling.Tile``) and its 4×4 block mean as the
+    LR, marked simulated: rows for writer and reader tests that need no model."""
+    import math
+
+    from dataset_builder.core.records import PairRecord
+    from dataset_builder.core.splits import spatial_roi_id
+    from sen2naip_hub.io import lr_transform
+    from sen2naip_hub.sensors import SCALE_FACTOR, reflectance_to_s2
+
+    c, h, w = tile.data.shape
+    lr = tile.data.reshape(c, h // SCALE_FACTOR, SCALE_FACTOR, w // SCALE_FACTOR, SCALE_FACTOR).mean(
+        axis=(2, 4)
+    )
+    return PairRecord(
+        roi_id=spatial_roi_id(tile.crs, tile.transform, h, w),
+        hr=reflectance_to_s2(tile.data),
+        lr=reflectance_to_s2(lr),
+        crs=tile.crs.to_wkt(),
+        hr_transform=tile.transform.to_gdal(),
+        lr_transform=lr_transform(tile.transform).to_gdal(),
+        hr_date=hr_date,
+        lr_date=None,
+        qa1=math.nan,
+        qa2=math.nan,
+        shift_x=0.0,
+        shift_y=0.0,
+        degradation_model="tests/block-mean-x4",
+        source="simulated",
+    )

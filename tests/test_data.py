@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import math
 import subprocess
 import sys
 from pathlib import Path
@@ -11,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import SAMPLE_DIR
+from conftest import SAMPLE_DIR, block_mean_record
 
 from dataset_builder.core.records import PairRecord
-from dataset_builder.core.splits import RoiSplitter, spatial_roi_id
+from dataset_builder.core.splits import RoiSplitter
 from dataset_builder.core.tiling import iter_tiles
 from dataset_builder.write.repo import write_dataset
 from sen2naip_hub.data import (
@@ -24,8 +23,6 @@ from sen2naip_hub.data import (
     load_pairs,
     to_torch_batches,
 )
-from sen2naip_hub.io import lr_transform
-from sen2naip_hub.sensors import SCALE_FACTOR, reflectance_to_s2
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 NAIP_DIR = SAMPLE_DIR / "naip"
@@ -38,31 +35,9 @@ def _records(n_images: int = 2) -> list[PairRecord]:
     paths = sorted(NAIP_DIR.glob("*.tif"))[:n_images]
     if len(paths) < n_images:
         pytest.skip(f"real NAIP sample not found in {NAIP_DIR}")
-    rows = []
-    for t in iter_tiles(paths, TILE):
-        c, h, w = t.data.shape
-        lr = t.data.reshape(c, h // SCALE_FACTOR, SCALE_FACTOR, w // SCALE_FACTOR, SCALE_FACTOR).mean(
-            axis=(2, 4)
-        )
-        rows.append(
-            PairRecord(
-                roi_id=spatial_roi_id(t.crs, t.transform, h, w),
-                hr=reflectance_to_s2(t.data),
-                lr=reflectance_to_s2(lr),
-                crs=t.crs.to_wkt(),
-                hr_transform=t.transform.to_gdal(),
-                lr_transform=lr_transform(t.transform).to_gdal(),
-                hr_date=dt.datetime.strptime(t.date, "%Y%m%d").date(),
-                lr_date=None,
-                qa1=math.nan,
-                qa2=math.nan,
-                shift_x=0.0,
-                shift_y=0.0,
-                degradation_model="tests/block-mean-x4",
-                source="simulated",
-            )
-        )
-    return rows
+    return [
+        block_mean_record(t, dt.datetime.strptime(t.date, "%Y%m%d").date()) for t in iter_tiles(paths, TILE)
+    ]
 
 
 @pytest.fixture(scope="module")

@@ -206,35 +206,14 @@ def test_a_dataset_split_side_reads_its_lr_column_and_pairs_by_roi_id(tmp_path, 
     """A split written by the builder's writer against GeoTIFFs of the same LR: distance exactly 0."""
     import datetime as dt
 
-    from dataset_builder.core.records import PairRecord
-    from dataset_builder.core.splits import RoiSplitter, spatial_roi_id
+    from conftest import block_mean_record
+
+    from dataset_builder.core.splits import RoiSplitter
     from dataset_builder.core.tiling import iter_tiles
     from dataset_builder.write.repo import write_dataset
-    from sen2naip_hub.io import lr_transform
-    from sen2naip_hub.sensors import reflectance_to_s2
 
-    records = []
-    for tile in list(iter_tiles(sorted((sample_dir / "naip").glob("*.tif"))[:1], 128))[:6]:
-        c, h, w = tile.data.shape
-        lr = tile.data.reshape(c, h // 4, 4, w // 4, 4).mean(axis=(2, 4))
-        records.append(
-            PairRecord(
-                roi_id=spatial_roi_id(tile.crs, tile.transform, h, w),
-                hr=reflectance_to_s2(tile.data),
-                lr=reflectance_to_s2(lr),
-                crs=tile.crs.to_wkt(),
-                hr_transform=tile.transform.to_gdal(),
-                lr_transform=lr_transform(tile.transform).to_gdal(),
-                hr_date=dt.date(2020, 1, 1),
-                lr_date=None,
-                qa1=math.nan,
-                qa2=math.nan,
-                shift_x=0.0,
-                shift_y=0.0,
-                degradation_model="tests/block-mean-x4",
-                source="simulated",
-            )
-        )
+    tiles = list(iter_tiles(sorted((sample_dir / "naip").glob("*.tif"))[:1], 128))[:6]
+    records = [block_mean_record(tile, dt.date(2020, 1, 1)) for tile in tiles]
     write_dataset({"synthetic": records}, tmp_path / "ds", splitter=RoiSplitter((1.0, 0.0, 0.0)))
     lr_images = [r.lr.astype(np.float32) / 10000 for r in records]
     folder = _write(tmp_path / "lr", lr_images, [r.roi_id for r in records])

@@ -231,12 +231,16 @@ class SplitsConfig(_Section):
     salt: str = Field(DEFAULT_SALT, description="Salt of the ROI hash.")
 
     @model_validator(mode="after")
-    def _splitter(self) -> SplitsConfig:
+    def _valid_splitter(self) -> SplitsConfig:
         try:
-            RoiSplitter(tuple(self.fractions), salt=self.salt)
+            self.splitter()
         except SplitError as err:
             raise ValueError(str(err)) from None
         return self
+
+    def splitter(self) -> RoiSplitter:
+        """The :class:`~dataset_builder.core.splits.RoiSplitter` these settings describe."""
+        return RoiSplitter(tuple(self.fractions), salt=self.salt)
 
 
 class WriteConfig(_Section):
