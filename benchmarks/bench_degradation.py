@@ -242,6 +242,7 @@ def uncompile(model: Degradation) -> None:
     from sen2naip_hub.models.histogram import match_histograms
 
     model.harmonization.unet._compiled_call_impl = None
+    model.harmonization.unfuse()
     model.harmonization._match_global = match_histograms
 
 

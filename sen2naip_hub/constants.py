@@ -19,9 +19,10 @@ NOISE_VALUES: tuple[float, float, float] = (-0.0101, 0.0101, 0.0002)  # np.arang
 #: opensr-degradation 1.0.1 ``naipd/models/model_unet.pt`` (TorchScript). Its input must be a multiple of 32.
 UNET_ENCODER: str = "efficientnet-b1"
 UNET_STRIDE: int = 32
-#: Precisions the U-Net runs in: fp32 as published; bf16 (autocast) is faster on GPUs and CPUs with
-#: AVX512-BF16 or AMX and moves its output slightly (benchmarks/RESULTS.md).
-UNET_PRECISIONS: tuple[str, ...] = ("fp32", "bf16")
+#: Precisions the U-Net runs in: fp32 as published; bf16 and fp16 (autocast) are faster on GPUs (bf16
+#: also on CPUs with AVX512-BF16 or AMX) and move its output slightly; fp16 keeps 3 more mantissa bits
+#: than bf16 (benchmarks/RESULTS.md).
+UNET_PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "fp16")
 
 #: Where the published weights come from (PyPI, MIT).
 REFERENCE_PACKAGE: str = "opensr-degradation"

@@ -110,11 +110,11 @@ class Degradation(
             harmonized = torch.where(valid[:, None], harmonized, torch.nan)
         return DegradationOutput(lr=lr, harmonized=harmonized if return_harmonized else None)
 
-    def compile(self, **kwargs: Any) -> None:
-        """``torch.compile`` the parts that gain from it (the harmonization's U-Net and histogram
-        matching; see :meth:`HarmonizationModel.compile`), in place. δ is two matrix products and e
-        one lookup already."""
-        self.harmonization.compile(**kwargs)
+    def compile(self, fuse: bool = True, **kwargs: Any) -> None:
+        """``torch.compile`` the parts that gain from it, in place, for inference: the harmonization's
+        U-Net (fused, with frozen weights, unless ``fuse=False``) and histogram matching; see
+        :meth:`HarmonizationModel.compile`. δ is two matrix products and e one lookup already."""
+        self.harmonization.compile(fuse=fuse, **kwargs)
 
     def check_inputs(self, hr: torch.Tensor) -> None:
         """Fail early, naming the value found and what was expected."""

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from sen2naip_hub.constants import UNET_ENCODER, UNET_PRECISIONS, UNET_STRIDE
+from sen2naip_hub.models.fusion import FAST_COMPILE_OPTIONS, fuse_for_inference
 from sen2naip_hub.models.histogram import match_histograms, match_histograms_local
 from sen2naip_hub.models.hub import HubModel
 from sen2naip_hub.sensors import N_BANDS
@@ -23,8 +24,10 @@ from sen2naip_hub.sensors import N_BANDS
 HarmonizationMode = Literal["global", "local", "none"]
 HARMONIZATION_MODES: tuple[str, ...] = get_args(HarmonizationMode)
 #: Precision of the U-Net alone (histogram matching, blur and noise always run in float32).
-#: bf16 is ~5-7x faster on CPUs with AVX512-BF16/AMX and on GPUs; it moves the histogram *target*.
-PRECISIONS: dict[str, torch.dtype] = dict(zip(UNET_PRECISIONS, (torch.float32, torch.bfloat16), strict=True))
+#: bf16 is ~5-7x faster on CPUs with AVX512-BF16/AMX and on GPUs; bf16 and fp16 move the histogram *target*.
+PRECISIONS: dict[str, torch.dtype] = dict(
+    zip(UNET_PRECISIONS, (torch.float32, torch.bfloat16, torch.float16), strict=True)
+)
 #: Images per U-Net call on the CPU. A 512×512 image's feature maps already exceed the caches; a
 #: larger batch only makes each convolution slower (measured on 2 cores: 0.15 s/image at batch 1,
 #: 0.28 s/image at batch 8, fp32). GPUs take the whole batch at once.
@@ -53,7 +56,7 @@ class HarmonizationModel(
         mode: ``global``, ``local`` or ``none`` (the default mode; :meth:`forward` can override it).
         window: window of ``local`` matching in HR pixels (even); windows overlap by half.
         encoder: the U-Net's encoder (SEN2NAIP: ``efficientnet-b1``).
-        precision: ``fp32`` (as published) or ``bf16`` (autocast for the U-Net only).
+        precision: ``fp32`` (as published), ``bf16`` or ``fp16`` (autocast for the U-Net only).
 
     The U-Net input is the NAIP reflectance, zero-padded to a multiple of 32 and cropped back.
     """
@@ -75,6 +78,7 @@ class HarmonizationModel(
         self.unet = smp.Unet(encoder, encoder_weights=None, in_channels=N_BANDS, classes=N_BANDS)
         self.unet.to(memory_format=torch.channels_last)  # faster convolutions on CPU and GPU
         self._match_global: Callable[..., torch.Tensor] = match_histograms  # compile() replaces it
+        self.unfuse()
         self.eval()  # a degradation model is used for inference; call .train() to fit it
 
     @property
@@ -88,6 +92,42 @@ class HarmonizationModel(
             raise ValueError(f"precision must be one of {tuple(PRECISIONS)}, got {value!r}")
         self._precision = value
 
+    # ------------------------------------------------------------------ fused inference copy
+    def fuse(self) -> None:
+        """Run the U-Net through a fused inference copy (:func:`.fusion.fuse_for_inference`: the
+        BatchNorms folded into the convolutions, symmetric zero padding moved into them): fewer passes
+        over the activations, the same function up to float rounding.
+
+        The copy is not part of the state dict (saving still writes the published layout); it follows
+        ``.to()``; ``.train()`` and ``load_state_dict`` drop it (the weights it was made from changed).
+        """
+        object.__setattr__(self, "_fused_unet", fuse_for_inference(self.unet))
+
+    @property
+    def fused(self) -> bool:
+        """Whether :meth:`fuse` is in effect."""
+        return self._fused_unet is not None
+
+    def unfuse(self) -> None:
+        """Run the U-Net as published again (drops the fused copy and its compiled form)."""
+        object.__setattr__(self, "_fused_unet", None)
+
+    def _apply(self, fn: Callable, recurse: bool = True) -> HarmonizationModel:
+        super()._apply(fn, recurse)
+        if self._fused_unet is not None:
+            self._fused_unet._apply(fn, recurse)
+        return self
+
+    def train(self, mode: bool = True) -> HarmonizationModel:
+        if mode:
+            self.unfuse()
+        return super().train(mode)
+
+    def load_state_dict(self, *args: Any, **kwargs: Any) -> Any:
+        self.unfuse()
+        return super().load_state_dict(*args, **kwargs)
+
+    # ------------------------------------------------------------------ inference
     def predict_target(self, x: torch.Tensor, dtype: torch.dtype | None = torch.float32) -> torch.Tensor:
         """The U-Net's S2-like reflectance for ``(B, 4, H, W)`` (the histogram target), same shape, in
         ``dtype`` (None: the U-Net's own, bfloat16 with ``precision="bf16"``)."""
@@ -96,7 +136,8 @@ class HarmonizationModel(
         padded = pad_to_multiple(x).contiguous(memory_format=torch.channels_last)
         chunks = padded.split(CPU_UNET_CHUNK) if x.device.type == "cpu" else (padded,)
         with torch.autocast(x.device.type, dtype=unet_dtype, enabled=unet_dtype != torch.float32):
-            outs = [self.unet(chunk) for chunk in chunks]
+            unet = self._fused_unet if self._fused_unet is not None else self.unet
+            outs = [unet(chunk) for chunk in chunks]
         out = outs[0] if len(outs) == 1 else torch.cat(outs)
         return out[..., :h, :w].to(dtype or out.dtype).contiguous()
 
@@ -122,9 +163,21 @@ class HarmonizationModel(
             return self._match_global(x, target, valid, valid)
         return match_histograms_local(x, target, self.window, valid)
 
-    def compile(self, **kwargs: Any) -> None:
-        """``torch.compile`` the U-Net and the global histogram matching, in place (the state dict
-        and the results are unchanged). Compiling takes tens of seconds on the first batch of each
-        shape; on a GPU it fuses the matching's elementwise passes and speeds up the U-Net."""
-        self.unet.compile(**kwargs)
-        self._match_global = torch.compile(match_histograms, **kwargs)
+    def compile(self, fuse: bool = True, **kwargs: Any) -> None:
+        """``torch.compile`` the U-Net and the global histogram matching, in place, for inference (the
+        state dict is unchanged). Compiling takes tens of seconds on the first batch of each shape.
+
+        With ``fuse`` (the default) the compiled U-Net is the fused copy (:meth:`fuse`), compiled with
+        :data:`~sen2naip_hub.models.fusion.FAST_COMPILE_OPTIONS` unless ``options`` or ``mode`` are
+        given: the weights are frozen into the compiled graph, so call :meth:`compile` again after
+        changing them. ``fuse=False`` compiles the module as published. Other keywords go to
+        ``torch.compile``.
+        """
+        if fuse:
+            self.fuse()
+            if "options" not in kwargs and "mode" not in kwargs:
+                kwargs["options"] = dict(FAST_COMPILE_OPTIONS)
+        (self._fused_unet if self._fused_unet is not None else self.unet).compile(**kwargs)
+        self._match_global = torch.compile(
+            match_histograms, **{k: v for k, v in kwargs.items() if k != "options"}
+        )
