@@ -62,7 +62,8 @@ def tiles(height: int, width: int, core: int, margin: int) -> list[Tile]:
     return out
 
 
-def _batched_by_shape(items: list[Tile], batch_size: int) -> Iterable[list[Tile]]:
+def batched_by_shape(items: list[Tile], batch_size: int) -> Iterable[list[Tile]]:
+    """``items`` in batches of at most ``batch_size`` tiles of one shape (so each batch stacks)."""
     groups: dict[tuple[int, int], list[Tile]] = defaultdict(list)
     for t in items:
         groups[(t.r1 - t.r0, t.c1 - t.c0)].append(t)
@@ -88,7 +89,7 @@ def run_tiled(
     c, h, w = image.shape
     out = torch.empty(c, h // scale, w // scale, dtype=image.dtype, device=out_device)
     plan = tiles(h, w, core, margin)
-    batches = list(_batched_by_shape(plan, batch_size))
+    batches = list(batched_by_shape(plan, batch_size))
     for batch in tqdm(batches, desc=desc, disable=not progress, unit="batch"):
         x = torch.stack([image[:, t.r0 : t.r1, t.c0 : t.c1] for t in batch]).to(device)
         with torch.inference_mode():
