@@ -1,4 +1,6 @@
-"""Degrade a whole NAIP image of any size: batched, in overlapping tiles, without seams.
+"""Degrade a whole NAIP image held in memory: batched, in overlapping tiles, without seams. (A file of
+any size is streamed instead by :mod:`sen2naip_hub.streaming`, which ``sen2naip degrade`` uses and
+which reuses this module's tile plan.)
 
 - λ's U-Net runs on overlapping tiles whose centres are stitched; its output is only a histogram
   target, and the matching is computed over the whole image (``global``) or in blended windows
@@ -119,7 +121,8 @@ def degrade_raster(
 
     The LR grid has the same origin and CRS and ``scale``-times larger pixels; when the HR size is not
     a multiple of ``scale`` the last partial LR row/column is dropped. The U-Net, the histogram matching
-    (over the whole image at once, so the image and its target are held on ``device``) and the blur run
+    (over the whole image at once, so the image and its target are held on ``device``; for images larger
+    than memory, stream the file with :func:`sen2naip_hub.streaming.degrade_file`) and the blur run
     on ``device``; the results come back as numpy arrays.
     """
     device = torch.device(device)
