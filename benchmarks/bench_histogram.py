@@ -59,13 +59,13 @@ def main() -> None:
         print(f"  {name:<60} {1000 * times[name]:8.2f} ms", flush=True)
 
     offset = torch.arange(rows, device=device, dtype=torch.int32)[:, None]
-    index, _ = H._source_levels(s2, None)
-    keys = H._half_keys(r2) + offset * (1 << 16)
+    index, _ = H.source_levels(s2, None)
+    keys = H.half_keys(r2) + offset * (1 << 16)
     ones = torch.ones(1, dtype=torch.int32, device=device)
     print(f"{args.batch} tiles, {rows} rows of {s2.shape[1]} px ({target.dtype} U-Net output)")
     t("finite check: isfinite(x).all()", lambda: bool(torch.isfinite(src).all()))
     t("finite check (used): aminmax(x)", lambda: torch.stack(torch.aminmax(src)).tolist())
-    t("source levels + counts (used: one Triton kernel on GPUs)", lambda: H._source_levels(s2, None))
+    t("source levels + counts (used: one Triton kernel on GPUs)", lambda: H.source_levels(s2, None))
     t("source levels by torch ops, then counts", lambda: source_levels_torch(s2))
     t(
         "source counts alone: index_add int32",
@@ -77,15 +77,15 @@ def main() -> None:
     t("reference key counts (used: Triton kernel on GPUs)", lambda: H._half_counts(r2, None))
     t(
         "reference keys + counts by torch ops: keys + index_add int32",
-        lambda: H._level_counts(H._half_keys(r2) + offset * (1 << 16), None, rows, 1 << 16),
+        lambda: H.level_counts(H.half_keys(r2) + offset * (1 << 16), None, rows, 1 << 16),
     )
     t(
         "reference key counts: keys + one bincount (int64)",
         lambda: torch.bincount(keys.reshape(-1), minlength=rows << 16),
     )
-    cdf = H._HalfReference(r2, None, n)
-    t("reference CDF: counts + cumsum", lambda: H._HalfReference(r2, None, n))
-    quantile = H._source_levels(s2, None)[1].cumsum(1).double() / n
+    cdf = H.BinnedCdf.of_half(r2, None, n)
+    t("reference CDF: counts + cumsum", lambda: H.BinnedCdf.of_half(r2, None, n))
+    quantile = H.source_levels(s2, None)[1].cumsum(1).double() / n
     t("values at the source's quantiles", lambda: cdf.values_at(quantile))
     table = cdf.values_at(quantile).reshape(-1, 1)
     t("lookup: F.embedding", lambda: torch.nn.functional.embedding(index, table))
@@ -128,7 +128,7 @@ def float_sorts(t, times: dict[str, float], src: torch.Tensor, target: torch.Ten
 
 
 def source_levels_torch(src: torch.Tensor):
-    """The torch path of ``_source_levels`` (what runs without Triton)."""
+    """The torch path of ``source_levels`` (what runs without Triton)."""
     scaled = src * H.QUANTIZED_LEVELS
     levels = torch.round(scaled)
     if bool(((scaled - levels).abs() > H.GRID_TOLERANCE).any()):
@@ -137,7 +137,7 @@ def source_levels_torch(src: torch.Tensor):
         levels.to(torch.int32)
         + torch.arange(src.shape[0], device=src.device, dtype=torch.int32)[:, None] * 256
     )
-    return index, H._level_counts(index, None, src.shape[0], 256)
+    return index, H.level_counts(index, None, src.shape[0], 256)
 
 
 def bincount_rows(index: torch.Tensor, rows: int, n_levels: int, per_call: int = 16) -> torch.Tensor:

@@ -81,13 +81,12 @@ def degrade(
         float | None, typer.Option(help="Reflectance per input DN (default: 1/255 for NAIP uint8).")
     ] = None,
 ) -> None:
-    """Degrade a NAIP GeoTIFF of any size into a Sentinel-2-like COG."""
-    from sen2naip_hub.io import read_raster, write_raster
+    """Degrade a NAIP GeoTIFF of any size into a Sentinel-2-like COG, streaming it window by window
+    (memory bounded by --tile and --batch-size, not by the image; see sen2naip_hub.streaming)."""
     from sen2naip_hub.models import Degradation
     from sen2naip_hub.models.harmonization import HARMONIZATION_MODES, PRECISIONS
-    from sen2naip_hub.pipeline import degrade_raster
-    from sen2naip_hub.resample import conform_resolution
-    from sen2naip_hub.sensors import SENTINEL2
+    from sen2naip_hub.streaming import degrade_file
+    from sen2naip_hub.windowed import HrWindowReader
 
     if harmonization is not None and harmonization not in HARMONIZATION_MODES:
         raise InvalidImageError(
@@ -96,17 +95,26 @@ def degrade(
     if precision not in PRECISIONS:
         raise InvalidImageError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     _check_outputs(input, output, hr_out)
-    raster = read_raster(input, NAIP, nodata=nodata, bands=_band_numbers(bands), scale=scale)
-    raster, note = conform_resolution(raster, str(input), hr_resolution, allow_coarse)
-    if note:
-        typer.echo(note)
+    reader = HrWindowReader(
+        str(input),
+        nodata=nodata,
+        bands=_band_numbers(bands),
+        scale=scale,
+        target_m=hr_resolution,
+        allow_coarse=allow_coarse,
+    )
+    reader.check()
+    if reader.note:
+        typer.echo(reader.note)
     deg = Degradation.from_pretrained(model or default_model())
     deg.harmonization.precision = precision
     if compile:
         deg.compile()
-    lr, hr = degrade_raster(
+    result = degrade_file(
         deg,
-        raster,
+        reader,
+        output,
+        hr_out=hr_out,
         harmonization=harmonization,
         noise=noise,
         seed=seed,
@@ -114,10 +122,7 @@ def degrade(
         batch_size=batch_size,
         tile=tile,
     )
-    write_raster(output, lr, SENTINEL2)
-    if hr_out is not None:
-        write_raster(hr_out, hr, NAIP)
-    typer.echo(f"wrote {output} ({lr.data.shape[1]}×{lr.data.shape[2]} px, bands {', '.join(lr.band_names)})")
+    typer.echo(f"wrote {output} ({result.height}×{result.width} px, bands {', '.join(result.band_names)})")
 
 
 def _band_numbers(text: str | None) -> list[int] | None:

@@ -44,6 +44,7 @@ __all__ = [
     "lr_transform",
     "read_info",
     "read_raster",
+    "stored_counts",
     "write_raster",
 ]
 
@@ -255,8 +256,7 @@ def write_raster(
     The output is a Cloud-Optimized GeoTIFF (deflate, 256 px blocks, overviews) unless ``cog=False``.
     It appears at ``path`` only once complete.
     """
-    whole_pixels = np.where(np.isfinite(raster.data).all(axis=0), raster.data, np.nan)  # nodata in all bands
-    counts = reflectance_to_counts(whole_pixels, sensor)
+    counts = stored_counts(raster.data, sensor)
     count, height, width = counts.shape
     profile = {
         "driver": "GTiff",
@@ -276,6 +276,13 @@ def write_raster(
             options = {"compress": "deflate", "blocksize": 256} if cog else {"compress": "deflate"}
             rasterio.shutil.copy(mem, tmp, driver="COG" if cog else "GTiff", **options)
     return Path(path)
+
+
+def stored_counts(data: np.ndarray, sensor: Sensor) -> np.ndarray:
+    """Reflectance ``(C, H, W)`` as the ``sensor`` integers a file stores: a pixel with nodata (NaN) in
+    any band is nodata in every band."""
+    whole_pixels = np.where(np.isfinite(data).all(axis=0), data, np.nan)
+    return reflectance_to_counts(whole_pixels, sensor)
 
 
 def _first_line(err: Exception) -> str:

@@ -1,4 +1,6 @@
-"""Degrade a whole NAIP image of any size: batched, in overlapping tiles, without seams.
+"""Degrade a whole NAIP image held in memory: batched, in overlapping tiles, without seams. (A file of
+any size is streamed instead by :mod:`sen2naip_hub.streaming`, which ``sen2naip degrade`` uses and
+which reuses this module's tile plan.)
 
 - λ's U-Net runs on overlapping tiles whose centres are stitched; its output is only a histogram
   target, and the matching is computed over the whole image (``global``) or in blended windows
@@ -62,7 +64,8 @@ def tiles(height: int, width: int, core: int, margin: int) -> list[Tile]:
     return out
 
 
-def _batched_by_shape(items: list[Tile], batch_size: int) -> Iterable[list[Tile]]:
+def batched_by_shape(items: list[Tile], batch_size: int) -> Iterable[list[Tile]]:
+    """``items`` in batches of at most ``batch_size`` tiles of one shape (so each batch stacks)."""
     groups: dict[tuple[int, int], list[Tile]] = defaultdict(list)
     for t in items:
         groups[(t.r1 - t.r0, t.c1 - t.c0)].append(t)
@@ -88,7 +91,7 @@ def run_tiled(
     c, h, w = image.shape
     out = torch.empty(c, h // scale, w // scale, dtype=image.dtype, device=out_device)
     plan = tiles(h, w, core, margin)
-    batches = list(_batched_by_shape(plan, batch_size))
+    batches = list(batched_by_shape(plan, batch_size))
     for batch in tqdm(batches, desc=desc, disable=not progress, unit="batch"):
         x = torch.stack([image[:, t.r0 : t.r1, t.c0 : t.c1] for t in batch]).to(device)
         with torch.inference_mode():
@@ -118,7 +121,8 @@ def degrade_raster(
 
     The LR grid has the same origin and CRS and ``scale``-times larger pixels; when the HR size is not
     a multiple of ``scale`` the last partial LR row/column is dropped. The U-Net, the histogram matching
-    (over the whole image at once, so the image and its target are held on ``device``) and the blur run
+    (over the whole image at once, so the image and its target are held on ``device``; for images larger
+    than memory, stream the file with :func:`sen2naip_hub.streaming.degrade_file`) and the blur run
     on ``device``; the results come back as numpy arrays.
     """
     device = torch.device(device)

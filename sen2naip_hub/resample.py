@@ -23,9 +23,12 @@ from sen2naip_hub.sensors import NAIP, SCALE_FACTOR
 __all__ = [
     "HR_RESOLUTION_M",
     "RESOLUTION_TOLERANCE",
+    "area_average",
     "conform_resolution",
     "hr_grid",
     "pixel_size_m",
+    "resampled_grid",
+    "resolution_plan",
     "to_resolution",
 ]
 
@@ -71,13 +74,33 @@ def to_resolution(raster: Raster, source_m: float, target_m: float) -> Raster:
     pixel is nodata when any nodata source pixel overlaps it."""
     if target_m < source_m * (1 - RESOLUTION_TOLERANCE):
         raise InvalidImageError(f"cannot area-average {source_m:g} m pixels to finer {target_m:g} m pixels")
-    units = target_m / source_m * abs(raster.transform.a)  # target size in the CRS's units
-    grid, height, width = hr_grid(raster.transform, *raster.data.shape[1:], units)
-    if min(height, width) < 1:
+    grid, height, width = resampled_grid(raster.transform, *raster.data.shape[1:], source_m, target_m)
+    return raster.with_data(area_average(raster, grid, height, width), transform=grid)
+
+
+def resampled_grid(
+    transform: Affine, height: int, width: int, source_m: float, target_m: float
+) -> tuple[Affine, int, int]:
+    """:func:`hr_grid` of ``target_m`` metre pixels for an image of ``source_m`` metre pixels.
+
+    Raises:
+        InvalidImageError: the image is smaller than one ``target_m`` pixel.
+    """
+    units = target_m / source_m * abs(transform.a)  # target size in the CRS's units
+    grid, out_height, out_width = hr_grid(transform, height, width, units)
+    if min(out_height, out_width) < 1:
         raise InvalidImageError(
-            f"image of {raster.data.shape[1]}×{raster.data.shape[2]} px at {source_m:g} m is smaller "
-            f"than one {target_m:g} m pixel"
+            f"image of {height}×{width} px at {source_m:g} m is smaller than one {target_m:g} m pixel"
         )
+    return grid, out_height, out_width
+
+
+def area_average(raster: Raster, grid: Affine, height: int, width: int) -> np.ndarray:
+    """``raster`` area-averaged onto the ``height`` × ``width`` pixels of ``grid`` (coarser, same CRS):
+    ``(C, height, width)`` float32 in [0, 1], NaN where a nodata source pixel overlaps the output pixel
+    or the source does not cover it entirely. A window of the output grid equals the same window of
+    the whole image's average when ``raster`` covers the window's footprint (the streamed degradation
+    reads each window's source pixels with a margin)."""
     valid = raster.valid.astype(np.float32)
     filled = np.where(valid.astype(bool), raster.data, 0.0).astype(np.float32)
     stack = np.concatenate([filled, valid[None]])
@@ -93,30 +116,48 @@ def to_resolution(raster: Raster, source_m: float, target_m: float) -> Raster:
     )
     data, coverage = out[:-1], out[-1]
     data[:, coverage < 1 - RESOLUTION_TOLERANCE] = np.nan
-    return raster.with_data(np.clip(data, 0.0, 1.0), transform=grid)
+    return np.clip(data, 0.0, 1.0)
 
 
-def conform_resolution(
-    raster: Raster, name: str, target_m: float = HR_RESOLUTION_M, allow_coarse: bool = False
-) -> tuple[Raster, str | None]:
-    """Bring ``raster`` to ``target_m`` metre pixels; returns it and a line saying what was done.
+def resolution_plan(
+    crs: CRS | None,
+    transform: Affine,
+    name: str,
+    target_m: float = HR_RESOLUTION_M,
+    allow_coarse: bool = False,
+) -> tuple[float | None, str | None]:
+    """What to do with a grid of ``transform`` to get ``target_m`` metre pixels: the source pixel size
+    to area-average from (None: use the grid as it is) and a line saying what is done (None: nothing).
 
-    Finer pixels are area-averaged (:func:`to_resolution`); coarser ones are refused unless
-    ``allow_coarse`` (then degraded as they are, into ``SCALE_FACTOR`` times larger pixels); a grid
-    whose pixel size is unknown in metres (no CRS, degrees) is taken to be ``target_m`` already.
+    Finer pixels are area-averaged; coarser ones are refused unless ``allow_coarse`` (then degraded as
+    they are, into ``SCALE_FACTOR`` times larger pixels); a grid whose pixel size is unknown in metres
+    (no CRS, degrees) is taken to be ``target_m`` already.
+
+    Raises:
+        InvalidImageError: coarser pixels without ``allow_coarse``; rotated or non-square pixels.
     """
-    source = pixel_size_m(raster.crs, raster.transform)
+    source = pixel_size_m(crs, transform)
     if source is None or math.isclose(source, target_m, rel_tol=RESOLUTION_TOLERANCE):
-        return raster, None
+        return None, None
     if source < target_m:
-        note = f"{name}: {source:g} m pixels resampled to {target_m:g} m by area averaging"
-        return to_resolution(raster, source, target_m), note
+        return source, f"{name}: {source:g} m pixels resampled to {target_m:g} m by area averaging"
     if not allow_coarse:
         raise InvalidImageError(
             f"{name}: pixels of {source:g} m are coarser than the {target_m:g} m the degradation expects; "
             f"pass --allow-coarse to degrade them as they are (into {SCALE_FACTOR * source:g} m pixels)"
         )
     return (
-        raster,
+        None,
         f"{name}: {source:g} m pixels degraded as they are: output pixels of {SCALE_FACTOR * source:g} m",
     )
+
+
+def conform_resolution(
+    raster: Raster, name: str, target_m: float = HR_RESOLUTION_M, allow_coarse: bool = False
+) -> tuple[Raster, str | None]:
+    """Bring ``raster`` to ``target_m`` metre pixels as :func:`resolution_plan` decides (finer pixels
+    area-averaged by :func:`to_resolution`); returns it and a line saying what was done."""
+    source, note = resolution_plan(raster.crs, raster.transform, name, target_m, allow_coarse)
+    if source is None:
+        return raster, note
+    return to_resolution(raster, source, target_m), note

@@ -47,9 +47,9 @@ def check_half_key_counts() -> None:
     x[3] = 0.3  # a constant row
     for dtype in (torch.bfloat16, torch.float16):
         ref = x.to(dtype)
-        center = H._half_keys(ref.mean(dim=1, dtype=torch.float32).to(dtype))
+        center = H.half_keys(ref.mean(dim=1, dtype=torch.float32).to(dtype))
         base = (center - _kernels.HALF_WINDOW // 2).clamp(0, _kernels.HALF_KEYS - _kernels.HALF_WINDOW)
-        keys = H._half_keys(ref) + torch.arange(5, dtype=torch.int32)[:, None] * _kernels.HALF_KEYS
+        keys = H.half_keys(ref) + torch.arange(5, dtype=torch.int32)[:, None] * _kernels.HALF_KEYS
         expected = torch.bincount(keys.reshape(-1).long(), minlength=5 * _kernels.HALF_KEYS)
         got = _kernels.half_key_counts(ref, base).long().reshape(-1)
         assert torch.equal(got, expected), f"{dtype} key counts differ"

@@ -88,18 +88,18 @@ def test_triton_kernels_equal_torch_on_the_gpu(tiles):
     assert _kernels.available(torch.zeros(1, device="cuda"))
     x = tiles.cuda().reshape(-1, tiles.shape[-2] * tiles.shape[-1])  # 8-bit NAIP rows
     rows = x.shape[0]
-    index, counts = H._source_levels(x, None)
+    index, counts = H.source_levels(x, None)
     levels = torch.round(x * 255).to(torch.int32)
     assert torch.equal(index, levels + torch.arange(rows, device="cuda", dtype=torch.int32)[:, None] * 256)
     expected = torch.stack([torch.bincount(r.long(), minlength=256) for r in levels]).to(torch.int32)
     assert torch.equal(counts, expected)
-    assert H._source_levels(x + 1e-4, None) is None  # off the 8-bit grid: the sort path
-    divided_on_gpu = H._source_levels(torch.round(x * 255) / 255, None)  # CUDA: k * (1 / 255)
+    assert H.source_levels(x + 1e-4, None) is None  # off the 8-bit grid: the sort path
+    divided_on_gpu = H.source_levels(torch.round(x * 255) / 255, None)  # CUDA: k * (1 / 255)
     assert divided_on_gpu is not None and torch.equal(divided_on_gpu[1], counts)
 
     ref = ((x - 0.05) * 0.8).to(torch.bfloat16)  # negative values far from the rows' means, too
-    keys = H._half_keys(ref) + torch.arange(rows, device="cuda", dtype=torch.int32)[:, None] * 65536
-    via_index_add = H._level_counts(keys, None, rows, 65536)
+    keys = H.half_keys(ref) + torch.arange(rows, device="cuda", dtype=torch.int32)[:, None] * 65536
+    via_index_add = H.level_counts(keys, None, rows, 65536)
     assert torch.equal(H._half_counts(ref, None), via_index_add)
 
 

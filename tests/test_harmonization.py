@@ -158,18 +158,18 @@ def test_half_reference_equals_sort_with_masks_signs_and_float_source(dtype):
 def test_8bit_source_takes_the_level_path_however_k_over_255_was_rounded(naip_tiles):
     """CUDA computes ``k / 255`` as ``k * (1 / 255)``, 1 ulp off for some k: still the 8-bit fast path,
     with the same levels and the same matched image as the correctly rounded source."""
-    from sen2naip_hub.models.histogram import _source_levels
+    from sen2naip_hub.models.histogram import source_levels
 
     counts8 = torch.round(naip_tiles[:2] * 255)
     divided, multiplied = counts8 / 255, counts8 * torch.tensor(1 / 255)
     assert not torch.equal(divided, multiplied)
     rows = divided.shape[0] * divided.shape[1]
-    a, b = _source_levels(divided.reshape(rows, -1), None), _source_levels(multiplied.reshape(rows, -1), None)
+    a, b = source_levels(divided.reshape(rows, -1), None), source_levels(multiplied.reshape(rows, -1), None)
     assert a is not None and b is not None
     assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
     target = naip_tiles[1:3].flip(0) * 0.7
     assert torch.equal(match_histograms(divided, target), match_histograms(multiplied, target))
-    assert _source_levels((divided + 1e-4 / 255 * 2).reshape(rows, -1), None) is None  # off the grid
+    assert source_levels((divided + 1e-4 / 255 * 2).reshape(rows, -1), None) is None  # off the grid
 
 
 def test_triton_kernels_equal_bincount_in_the_interpreter():

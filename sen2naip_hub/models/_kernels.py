@@ -29,7 +29,7 @@ HALF_WINDOW: int = 1024
 #: Pixels per block, and per program (a program's stretch of its row).
 BLOCK: int = 4096
 STRETCH: int = 8 * BLOCK
-#: Keys of a 16-bit float (see ``histogram._half_keys``).
+#: Keys of a 16-bit float (see ``histogram.half_keys``).
 HALF_KEYS: int = 1 << 16
 
 

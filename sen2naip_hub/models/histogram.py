@@ -18,7 +18,16 @@ import torch.nn.functional as F
 
 from sen2naip_hub.models import _kernels
 
-__all__ = ["match_histograms", "match_histograms_local"]
+__all__ = [
+    "BinnedCdf",
+    "half_keys",
+    "half_values",
+    "level_counts",
+    "level_lookup",
+    "match_histograms",
+    "match_histograms_local",
+    "source_levels",
+]
 
 
 #: Images whose values all lie on this grid (8-bit data such as NAIP / 255) take the fast path:
@@ -107,7 +116,7 @@ _HALF_VALUES = 1 << 16
 _half_tables: dict[tuple[torch.dtype, torch.device], torch.Tensor] = {}
 
 
-def _half_keys(x: torch.Tensor) -> torch.Tensor:
+def half_keys(x: torch.Tensor) -> torch.Tensor:
     """Each 16-bit float's rank among all 65,536 bit patterns (int32), ascending with the value;
     -0 shares +0's key."""
     bits = x.view(torch.int16).to(torch.int32)  # sign and magnitude, as a signed integer
@@ -115,8 +124,8 @@ def _half_keys(x: torch.Tensor) -> torch.Tensor:
     return torch.where(bits >= 0, bits + (1 << 15), negative)
 
 
-def _half_values(dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """The float32 value of every :func:`_half_keys` key (cached)."""
+def half_values(dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """The float32 value of every :func:`half_keys` key (cached)."""
     if (dtype, device) not in _half_tables:
         key = torch.arange(_HALF_VALUES, dtype=torch.int32)
         bits = torch.where(key >= 1 << 15, key - (1 << 15), -1 - key).to(torch.int16)
@@ -125,40 +134,77 @@ def _half_values(dtype: torch.dtype, device: torch.device) -> torch.Tensor:
 
 
 def _half_counts(reference: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
-    """``(R, 65536)`` int32 counts of each row's :func:`_half_keys`, leaving invalid pixels out. On a
+    """``(R, 65536)`` int32 counts of each row's :func:`half_keys`, leaving invalid pixels out. On a
     GPU, a Triton kernel counts the keys near each row's mean in registers (a row's values mostly lie
     within a few octaves: a few hundred keys) and the others one by one."""
     if valid is None and _kernels.available(reference):
-        center = _half_keys(reference.mean(dim=1, dtype=torch.float32).to(reference.dtype))
+        center = half_keys(reference.mean(dim=1, dtype=torch.float32).to(reference.dtype))
         base = (center - _kernels.HALF_WINDOW // 2).clamp(0, _HALF_VALUES - _kernels.HALF_WINDOW)
         return _kernels.half_key_counts(reference, base)
     rows = reference.shape[0]
     offset = torch.arange(rows, device=reference.device, dtype=torch.int32)[:, None] * _HALF_VALUES
-    return _level_counts(_half_keys(reference) + offset, valid, rows, _HALF_VALUES)
+    return level_counts(half_keys(reference) + offset, valid, rows, _HALF_VALUES)
 
 
-class _HalfReference:
-    """A 16-bit float reference's empirical CDF from a histogram over all 65,536 possible values:
-    every distinct value has its own bin, so this is exactly :class:`_SortedReference`'s CDF, with one
-    counting pass and a cumulative sum instead of a sort of every pixel."""
+class BinnedCdf:
+    """A reference's empirical CDF from counts per bin, bins in ascending order of their values.
 
-    def __init__(self, reference: torch.Tensor, valid: torch.Tensor | None, n_ref: torch.Tensor) -> None:
-        counts = _half_counts(reference, valid)
-        self.cumulative = counts.cumsum(dim=1, dtype=torch.int32)
-        self.values = _half_values(reference.dtype, reference.device)
+    Without ``highs``, each occupied bin is one distinct reference value (``values``, that of every
+    pixel in it): with one bin per possible value (all 65,536 of a 16-bit float) this is exactly
+    :class:`_SortedReference`'s CDF, from one counting pass and a cumulative sum instead of a sort.
+    With ``highs``, a bin holds many distinct values, from ``values`` (its lowest) to ``highs`` (its
+    highest), taken to be spread evenly over the bin's pixels: the streamed matching
+    (:mod:`sen2naip_hub.models.histogram_stream`) bins float32 values so, and a result then lies
+    within one bin's span of the exact one.
+
+    Args:
+        counts: ``(R, K)`` integer counts (int32 or int64) of each row's pixels per bin.
+        values: ``(K,)`` the value of each bin, shared by the rows, or ``(R, K)`` one per row.
+        n_ref: ``(R, 1)`` float64 pixel count of each row (the sum of its counts).
+        highs: ``(R, K)`` the highest value in each bin (then ``values`` are the lowest), or None.
+    """
+
+    def __init__(
+        self,
+        counts: torch.Tensor,
+        values: torch.Tensor,
+        n_ref: torch.Tensor,
+        highs: torch.Tensor | None = None,
+    ) -> None:
+        self.cumulative = counts.cumsum(dim=1, dtype=counts.dtype)
+        self.values, self.highs = values, highs
         self.n_ref = n_ref
+
+    @classmethod
+    def of_half(cls, reference: torch.Tensor, valid: torch.Tensor | None, n_ref: torch.Tensor) -> BinnedCdf:
+        """The CDF of a bfloat16 or float16 ``reference`` ``(R, M)`` over all 65,536 values of its type."""
+        return cls(_half_counts(reference, valid), half_values(reference.dtype, reference.device), n_ref)
+
+    @staticmethod
+    def _pick(table: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+        return table[k] if table.ndim == 1 else table.gather(1, k)
 
     def values_at(self, quantile: torch.Tensor) -> torch.Tensor:
         """As :meth:`_SortedReference.values_at`, over the bins that hold reference pixels."""
         cumulative, n_ref = self.cumulative, self.n_ref
         last = cumulative.shape[1] - 1
-        rank = torch.minimum(torch.ceil(quantile * n_ref).clamp_min(1), n_ref).to(torch.int32)  # 1-based
+        rank = torch.minimum(torch.ceil(quantile * n_ref).clamp_min(1), n_ref).to(cumulative.dtype)  # 1-based
         k_hi = torch.searchsorted(cumulative, rank).clamp_max(last)  # first bin reaching the rank
         below = torch.where(k_hi > 0, cumulative.gather(1, (k_hi - 1).clamp_min(0)), 0)
         end = cumulative.gather(1, k_hi)
         k_lo = torch.searchsorted(cumulative, below).clamp_max(last)  # the last occupied bin before
         k_lo = torch.where(below > 0, k_lo, k_hi)  # none before: np.interp holds the first value
-        return _interpolate(quantile, n_ref, below, end, self.values[k_lo], self.values[k_hi])
+        y_hi = self._pick(self.values, k_hi)
+        if self.highs is None:
+            return _interpolate(quantile, n_ref, below, end, self._pick(self.values, k_lo), y_hi)
+        # a bin of distinct values low..high at ranks below + 1 .. end; before its first, from the last
+        # bin's highest value (np.interp between distinct values, as without bins)
+        previous = torch.where(below > 0, self._pick(self.highs, k_lo), y_hi)
+        position = quantile * n_ref - below.to(torch.float64)  # in (0, count]
+        within = ((position - 1) / (end - below - 1).clamp_min(1).to(torch.float64)).clamp(0, 1)
+        inside = y_hi + within.to(y_hi.dtype) * (self._pick(self.highs, k_hi) - y_hi)
+        entering = previous + position.clamp(0, 1).to(y_hi.dtype) * (y_hi - previous)
+        return torch.where(position >= 1, inside, entering)
 
 
 def _interpolate(
@@ -178,7 +224,7 @@ def _interpolate(
     return y_lo + weight.clamp(0, 1).to(y_lo.dtype) * (y_hi - y_lo)
 
 
-def _source_levels(src: torch.Tensor, valid: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor] | None:
+def source_levels(src: torch.Tensor, valid: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor] | None:
     """For a source on the 8-bit grid (NAIP / 255, within :data:`GRID_TOLERANCE`): ``row · 256 +
     level`` of every valid pixel (0 elsewhere) and the ``(R, 256)`` counts of the levels; None if a
     valid pixel is off the grid. On a GPU one fused Triton kernel; one host sync either way."""
@@ -195,20 +241,28 @@ def _source_levels(src: torch.Tensor, valid: torch.Tensor | None) -> tuple[torch
         return None
     rows = torch.arange(src.shape[0], device=src.device, dtype=torch.int32)[:, None]
     index = levels.to(torch.int32) + rows * n_levels  # int32: half the memory traffic of int64
-    return index, _level_counts(index, valid, src.shape[0], n_levels)
+    return index, level_counts(index, valid, src.shape[0], n_levels)
 
 
-def _level_counts(index: torch.Tensor, valid: torch.Tensor | None, rows: int, n_levels: int) -> torch.Tensor:
+def level_counts(index: torch.Tensor, valid: torch.Tensor | None, rows: int, n_levels: int) -> torch.Tensor:
     """``(rows, n_levels)`` int32 counts of ``index`` (row · n_levels + level), leaving invalid pixels
     out: a Triton kernel for small histograms on a GPU, else one ``index_add_`` (on an H100 6x faster
     than ``bincount``, which counts large histograms with int64 atomics)."""
     if valid is None and n_levels <= _kernels.MAX_LEVELS and _kernels.available(index):
-        return _kernels.row_level_counts(index, n_levels)
+        return _kernels.rowlevel_counts(index, n_levels)
     total = rows * n_levels
     flat = (index if valid is None else torch.where(valid, index, total)).reshape(-1)  # invalid: one bin past
     counts = torch.zeros(total + 1, dtype=torch.int32, device=index.device)
     counts.index_add_(0, flat, torch.ones(1, dtype=torch.int32, device=index.device).expand(flat.numel()))
     return counts[:total].reshape(rows, n_levels)
+
+
+def level_lookup(
+    counts: torch.Tensor, n_src: torch.Tensor, cdf: _SortedReference | BinnedCdf
+) -> torch.Tensor:
+    """The matched value of each source level (or bin) ``(R, L)``: the reference's value at the level's
+    quantile, the share of the row's ``n_src`` pixels at or below it (``counts`` per level, ascending)."""
+    return cdf.values_at(counts.cumsum(dim=1).to(torch.float64) / n_src)
 
 
 def _match_rows(
@@ -229,14 +283,13 @@ def _match_rows(
 
     n_src, n_ref = count(src_valid, source.shape[1]), count(ref_valid, reference.shape[1])
     if reference.dtype in HALF_DTYPES:
-        cdf = _HalfReference(reference, ref_valid, n_ref)
+        cdf = BinnedCdf.of_half(reference, ref_valid, n_ref)
     else:
         cdf = _SortedReference(reference, ref_valid, n_ref)
-    levels = _source_levels(source, src_valid)
+    levels = source_levels(source, src_valid)
     if levels is not None:  # fast path: a histogram of 256 levels per row
         index, counts = levels
-        level_quantile = counts.cumsum(dim=1).to(torch.float64) / n_src
-        lookup = cdf.values_at(level_quantile)
+        lookup = level_lookup(counts, n_src, cdf)
         matched = F.embedding(index, lookup.reshape(-1, 1)).reshape(source.shape)  # a table lookup
     else:
         inf = torch.tensor(float("inf"), dtype=source.dtype, device=device)
