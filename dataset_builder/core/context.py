@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -14,12 +16,15 @@ from dataset_builder.core.fingerprint import degradation_source
 from sen2naip_hub.convert import convert_reference, reference_is_converted
 from sen2naip_hub.devices import resolve_device
 
-__all__ = ["CROSS_SENSOR_HARMONIZATION", "BuildContext", "Echo"]
+__all__ = ["CROSS_SENSOR_HARMONIZATION", "MAX_READ_WORKERS", "BuildContext", "Echo"]
 
 Echo = Callable[[str], None]
 
 #: Harmonization inside the cross-sensor ``degrade`` (see :meth:`BuildContext.degrade_noiseless`).
 CROSS_SENSOR_HARMONIZATION: str = "none"
+#: Threads reading tile windows at most (rasterio releases the GIL while it reads and decodes);
+#: fewer on a machine with fewer cores.
+MAX_READ_WORKERS: int = 16
 
 
 class BuildContext:
@@ -35,6 +40,12 @@ class BuildContext:
         if key not in self._cache:
             self._cache[key] = factory()
         return self._cache[key]
+
+    @property
+    def readers(self) -> ThreadPoolExecutor:
+        """The threads that read tile windows (one pool per worker process, made on first use)."""
+        workers = min(MAX_READ_WORKERS, os.cpu_count() or 1)
+        return self.cached("readers", lambda: ThreadPoolExecutor(workers, thread_name_prefix="read"))
 
     @property
     def degradation_id(self) -> str:
