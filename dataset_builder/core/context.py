@@ -8,6 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from dataset_builder.core.config import BuildConfig, expand_env
@@ -41,11 +42,37 @@ class BuildContext:
             self._cache[key] = factory()
         return self._cache[key]
 
+    def pool(self, purpose: str) -> ThreadPoolExecutor:
+        """A thread pool for one ``purpose`` (one per worker process, made on first use; separate pools so
+        that reads queued ahead never delay the current task's work)."""
+        workers = min(MAX_READ_WORKERS, os.cpu_count() or 1)
+        return self.cached(f"pool:{purpose}", lambda: ThreadPoolExecutor(workers, thread_name_prefix=purpose))
+
     @property
     def readers(self) -> ThreadPoolExecutor:
-        """The threads that read tile windows (one pool per worker process, made on first use)."""
-        workers = min(MAX_READ_WORKERS, os.cpu_count() or 1)
-        return self.cached("readers", lambda: ThreadPoolExecutor(workers, thread_name_prefix="read"))
+        """The threads that read tile windows (:meth:`pool` ``"read"``)."""
+        return self.pool("read")
+
+    def upload(self, array: np.ndarray) -> torch.Tensor:
+        """``array`` as a tensor on :attr:`device`, complete on return. On CUDA the copy runs on a side
+        stream, so a loader thread's copy overlaps the kernels of the task being computed; pass the
+        tensor through :meth:`adopt` on the thread that uses it."""
+        tensor = torch.from_numpy(array)
+        if torch.device(self.device).type != "cuda":
+            return tensor
+        stream = torch.cuda.Stream(self.device)
+        with torch.cuda.stream(stream):
+            copied = tensor.to(self.device, non_blocking=True)
+        stream.synchronize()
+        return copied
+
+    @staticmethod
+    def adopt(tensor: torch.Tensor) -> torch.Tensor:
+        """A tensor from :meth:`upload`, marked as used by this thread's current CUDA stream (so its memory
+        is not handed to another copy while this stream's kernels still read it)."""
+        if tensor.is_cuda:
+            tensor.record_stream(torch.cuda.current_stream(tensor.device))
+        return tensor
 
     @property
     def degradation_id(self) -> str:

@@ -9,9 +9,10 @@
    every embedding in image order, on the build's device → ``synthetic/selection.json``;
 3. one task per batch of ``batch_size`` selected tiles: its loader reads them in parallel threads; the
    runner degrades them with the Degradation model (harmonization and blur batched), draws each tile's
-   noise from a generator seeded by :func:`tile_seed` (the build seed and the tile id, so a tile's noise
-   never depends on its batch) → ``synthetic/degrade-NNNNN.npz`` holding the LR and the rows' fields
-   (not the HR: :mod:`dataset_builder.synthetic.shards` reads it again when it writes the shards).
+   noise from a CPU generator seeded by :func:`tile_seed` (the build seed and the tile id, so a tile's
+   noise never depends on its batch or on the device) → ``synthetic/degrade-NNNNN.npz`` holding the LR
+   and the rows' fields (not the HR: :mod:`dataset_builder.synthetic.shards` reads it again when it
+   writes the shards).
 
 Loaders may run ahead of the task being computed (:func:`dataset_builder.core.plan.prefetch`).
 """
@@ -116,8 +117,11 @@ def _rgb_tile(path: Path, row: int, col: int, size: int) -> tuple[list, np.ndarr
     return [tile.tile_id, row, col], rgb_counts(tile.data[:3])
 
 
-def load_embed(args: dict[str, Any], context: BuildContext) -> tuple[list, np.ndarray, list[dict[str, str]]]:
-    """Task loader: one image's grid tiles, read in parallel → ids, 8-bit RGB ``(N, 3, H, W)``, blanks."""
+def load_embed(
+    args: dict[str, Any], context: BuildContext
+) -> tuple[list, torch.Tensor, list[dict[str, str]]]:
+    """Task loader: one image's grid tiles, read in parallel → ids, 8-bit RGB ``(N, 3, H, W)`` on the
+    device, blanks."""
     path, size = Path(args["path"]), context.config.synthetic.tile_size
     origins = list(grid_origins(path, size))
     results = list(context.readers.map(lambda origin: _rgb_tile(path, *origin, size), origins))
@@ -128,7 +132,7 @@ def load_embed(args: dict[str, Any], context: BuildContext) -> tuple[list, np.nd
         if isinstance(r, str)
     ]
     rgb = np.stack([r[1] for r in kept]) if kept else np.zeros((0, 3, size, size), dtype=np.uint8)
-    return [r[0] for r in kept], rgb, blanks
+    return [r[0] for r in kept], context.upload(rgb), blanks
 
 
 def run_embed(args: dict[str, Any], context: BuildContext, loaded: tuple) -> bytes:
@@ -136,7 +140,7 @@ def run_embed(args: dict[str, Any], context: BuildContext, loaded: tuple) -> byt
     tiles, rgb, blanks = loaded
     embeddings = np.zeros((0, 0), dtype=np.float32)
     if tiles:
-        embeddings = context.cached("clip", lambda: _embedder(context)).embed_counts(rgb)
+        embeddings = context.cached("clip", lambda: _embedder(context)).embed_counts(context.adopt(rgb))
     meta = {"path": args["path"], "tiles": tiles, "blank": blanks}
     return encode_arrays(meta, embeddings=embeddings.astype(np.float32))
 
@@ -191,9 +195,20 @@ def plan_degrade(config: BuildConfig, selected: list[dict[str, Any]], sources: l
     return Step("synthetic: degrade", tasks)
 
 
-def _noisy(model, lr: torch.Tensor, tile_id: str, seed: int, device: str) -> torch.Tensor:
-    generator = torch.Generator(device=device).manual_seed(tile_seed(seed, tile_id))
-    return model.noise(lr, generator)
+def _noisy(model, lr: torch.Tensor, tile_id: str, seed: int) -> torch.Tensor:
+    """One tile's noise, drawn from a CPU generator seeded by :func:`tile_seed`: the same draw whatever
+    the device (the noise model draws on its generator's device), so a GPU build's rows match a CPU's."""
+    generator = torch.Generator().manual_seed(tile_seed(seed, tile_id))
+    with torch.inference_mode():  # per thread
+        return model.noise(lr, generator)
+
+
+def _add_noise(model, lr: torch.Tensor, chosen: list[dict[str, Any]], seed: int, context: BuildContext):
+    """Each tile's own noise (one generator per tile), tiles in parallel threads (draws release the GIL)."""
+    noisy = context.pool("noise").map(
+        lambda i: _noisy(model, lr[i : i + 1], chosen[i]["tile_id"], seed), range(len(chosen))
+    )
+    return torch.cat(list(noisy))
 
 
 def read_hr(tile: dict[str, Any], size: int):
@@ -201,8 +216,9 @@ def read_hr(tile: dict[str, Any], size: int):
     return read_raster(tile["path"], NAIP, window=Window(tile["col"], tile["row"], size, size))
 
 
-def load_degrade(args: dict[str, Any], context: BuildContext) -> tuple[np.ndarray, list]:
-    """Task loader: one batch's HR windows, read in parallel → reflectance ``(N, 4, H, W)``, geometries."""
+def load_degrade(args: dict[str, Any], context: BuildContext) -> tuple[torch.Tensor, list]:
+    """Task loader: one batch's HR windows, read in parallel → reflectance ``(N, 4, H, W)`` on the device,
+    geometries."""
     size, chosen = context.config.synthetic.tile_size, args["tiles"]
     hr = np.empty((len(chosen), len(NAIP.all_bands), size, size), dtype=np.float32)
 
@@ -211,24 +227,20 @@ def load_degrade(args: dict[str, Any], context: BuildContext) -> tuple[np.ndarra
         hr[index] = raster.data
         return raster.crs, raster.transform
 
-    return hr, list(context.readers.map(read, range(len(chosen))))
+    geometry = list(context.readers.map(read, range(len(chosen))))
+    return context.upload(hr), geometry
 
 
 def run_degrade(args: dict[str, Any], context: BuildContext, loaded: tuple) -> bytes:
     """Task runner: one batch of selected tiles → their records, LR only (noise seeded per tile)."""
     config, chosen = context.config, args["tiles"]
-    synthetic, (hr_array, geometry) = config.synthetic, loaded
-    hr = torch.from_numpy(hr_array).to(context.device)
+    synthetic, (hr, geometry) = config.synthetic, loaded
+    hr = context.adopt(hr)
     model = context.degradation
     with torch.inference_mode():
         lr = model(hr, noise=False, harmonization=synthetic.harmonization).lr
         if synthetic.noise:
-            lr = torch.cat(
-                [
-                    _noisy(model, lr[i : i + 1], c["tile_id"], config.seed, context.device)
-                    for i, c in enumerate(chosen)
-                ]
-            )
+            lr = _add_noise(model, lr, chosen, config.seed, context)
     lr = reflectance_to_s2(lr.float().cpu().numpy())
     size = synthetic.tile_size
     records = [
