@@ -29,20 +29,10 @@ OLD_BATCH: int = 32
 
 
 def random_degradation(folder: Path, seed: int) -> Path:
-    """A Degradation of the published architecture with seeded random U-Net weights and noise table."""
-    from sen2naip_hub.models import Degradation
-    from sen2naip_hub.models.blur import BlurModel
-    from sen2naip_hub.models.harmonization import HarmonizationModel
-    from sen2naip_hub.models.noise import NoiseModel, published_noise_axes
+    """:func:`bench_dataset.untrained_degradation` (U-Net weights from ``seed``) saved in ``folder``."""
+    from bench_dataset import untrained_degradation
 
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        harmonization = HarmonizationModel()
-    edges, values = published_noise_axes()
-    generator = torch.Generator().manual_seed(seed)
-    table = torch.rand((edges.numel() + 1, values.numel()), generator=generator, dtype=torch.float64)
-    model = Degradation(harmonization, BlurModel(), NoiseModel.from_table(table, edges, values))
-    model.save_pretrained(folder)
+    untrained_degradation(seed).save_pretrained(folder)
     return folder
 
 
