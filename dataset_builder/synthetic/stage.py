@@ -204,11 +204,14 @@ def _noisy(model, lr: torch.Tensor, tile_id: str, seed: int) -> torch.Tensor:
 
 
 def _add_noise(model, lr: torch.Tensor, chosen: list[dict[str, Any]], seed: int, context: BuildContext):
-    """Each tile's own noise (one generator per tile), tiles in parallel threads (draws release the GIL)."""
-    noisy = context.pool("noise").map(
-        lambda i: _noisy(model, lr[i : i + 1], chosen[i]["tile_id"], seed), range(len(chosen))
-    )
-    return torch.cat(list(noisy))
+    """Each tile's own noise (one generator per tile). On a GPU the tiles go through parallel threads (the
+    CPU draws release the GIL); on the CPU one after another (torch already spreads each op over cores)."""
+
+    def one(index: int) -> torch.Tensor:
+        return _noisy(model, lr[index : index + 1], chosen[index]["tile_id"], seed)
+
+    indexes = range(len(chosen))
+    return torch.cat(list(context.pool("noise").map(one, indexes) if lr.is_cuda else map(one, indexes)))
 
 
 def read_hr(tile: dict[str, Any], size: int):
