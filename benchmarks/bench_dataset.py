@@ -12,10 +12,10 @@ until N samples are read; the file cache is warm for both (one untimed pass firs
 
 Part 2 (needs only torch, open_clip and ``sen2naip_hub.models``, so it runs on the GPU machine with
 ``--synthetic-only``): tiles/s of the synthetic stage's two steps on ``--device``: CLIP image
-embedding (open_clip's own PIL preprocessing per tile, then the encoder, as
-``dataset_builder.synthetic.selection.ClipEmbedder`` does) and batched degradation (``Degradation``, noise
-drawn per tile from its own generator, as ``dataset_builder.build`` does). Tiles are seeded random
-reflectance: the throughput does not depend on the content.
+embedding (open_clip's own PIL preprocessing per tile, then the encoder, as the builder did before its
+preprocessing moved to torch; ``bench_synthetic_stage.py`` measures the stage now) and batched
+degradation (``Degradation``, noise drawn per tile from its own generator, as ``dataset_builder.build``
+does). Tiles are seeded random reflectance: the throughput does not depend on the content.
 
     python benchmarks/bench_dataset.py                       # CPU, both parts
     python benchmarks/bench_dataset.py --device cuda --synthetic-only
@@ -143,7 +143,7 @@ def _sync(device: str) -> None:
 
 
 def embed_throughput(device: str, tiles: torch.Tensor, clip_model: str, batch_size: int) -> float:
-    """Tiles/s of CLIP embedding: PIL preprocessing per tile (as ClipEmbedder) + the image encoder."""
+    """Tiles/s of CLIP embedding: PIL preprocessing per tile (the builder's old path) + the image encoder."""
     import open_clip
     from PIL import Image
 
@@ -168,15 +168,18 @@ def embed_throughput(device: str, tiles: torch.Tensor, clip_model: str, batch_si
     return n / seconds
 
 
-def _untrained_degradation():
-    """A Degradation of the published shapes with random U-Net weights and a uniform noise table: the
-    same compute as the published model, for machines where ``models/`` was not converted."""
+def untrained_degradation(seed: int = SEED):
+    """A Degradation of the published shapes with random U-Net weights (drawn from ``seed``) and a uniform
+    noise table: the same compute as the published model, for machines where ``models/`` was not
+    converted."""
     from sen2naip_hub.models import Degradation, NoiseModel
     from sen2naip_hub.models.noise import published_noise_axes
 
     edges, values = published_noise_axes()
     table = torch.full((edges.numel() + 1, values.numel()), 1.0 / values.numel(), dtype=torch.float64)
-    return Degradation(noise=NoiseModel.from_table(table, edges, values))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return Degradation(noise=NoiseModel.from_table(table, edges, values))
 
 
 def degrade_throughput(
@@ -189,7 +192,7 @@ def degrade_throughput(
     if folder.is_dir():
         model, which = Degradation.from_pretrained(folder), str(folder)
     else:
-        model, which = _untrained_degradation(), "untrained weights, uniform noise table (same compute)"
+        model, which = untrained_degradation(), "untrained weights, uniform noise table (same compute)"
     model = model.to(device).eval()
 
     def run() -> int:

@@ -35,6 +35,7 @@ from dataset_builder.core.fingerprint import fingerprint, stage_fingerprints, tr
 from dataset_builder.cross_sensor import stage as cross_sensor
 from dataset_builder.sources.signing import redact
 from dataset_builder.sources.stage import stage_sources
+from dataset_builder.synthetic import shards as synthetic_shards
 from dataset_builder.synthetic import stage as synthetic
 from dataset_builder.write.card import BuildFacts
 from dataset_builder.write.output import (
@@ -45,6 +46,7 @@ from dataset_builder.write.output import (
     result,
     write_staging,
 )
+from dataset_builder.write.pipeline import DependentTasks
 
 __all__ = ["LOCK_NAME", "build_dataset", "build_facts"]
 
@@ -109,20 +111,29 @@ def build_facts(config: BuildConfig, context: BuildContext) -> BuildFacts:
 
 def _run_stages(
     config: BuildConfig, store: Checkpoints, context: BuildContext, backend: Backend, progress: bool
-) -> tuple[dict[str, list[str]], list[dict[str, Any]]]:
-    """Stages 1-3; returns the record checkpoints per config and the manifest entries."""
+) -> tuple[dict[str, list[str]], dict[str, list[str]], list[dict[str, Any]]]:
+    """Stages 1-3; returns the record checkpoints per config, the shard files written already per
+    config (the synthetic ones, written while the degradation runs) and the manifest entries."""
     sources = stage_sources(config, store, progress)
     pairs = cross_sensor.plan_cross_sensor(config, sources, store, context)
     backend.execute(pairs, store, context, progress)
     embed = synthetic.plan_embed(config, sources)
     backend.execute(embed, store, context, progress)
-    selected = synthetic.select(config, store, embed, context.echo)["selected"] if embed.tasks else []
+    selected = (
+        synthetic.select(config, store, embed, context.echo, context.device)["selected"]
+        if embed.tasks
+        else []
+    )
     degrade = synthetic.plan_degrade(config, selected, sources)
-    backend.execute(degrade, store, context, progress)
     splitter = config.splits.splitter()
+    shards = synthetic_shards.plan_shards(config, selected, degrade, splitter)
+    with DependentTasks(
+        shards, store, lambda task: synthetic_shards.write_synthetic_shard(task, store, config)
+    ) as writer:
+        backend.execute(degrade, store, context, progress, on_saved=writer.notify)
     manifest = list(sources) + cross_sensor.manifest_entries(pairs, store, splitter)
     manifest += synthetic.manifest_entries(embed, degrade, store, splitter)
-    return {"cross_sensor": pairs.names, "synthetic": degrade.names}, manifest
+    return {"cross_sensor": pairs.names}, {"synthetic": shards.names}, manifest
 
 
 def build_dataset(
@@ -175,9 +186,9 @@ def _build(
             f"nothing to do: {out} is up to date with this config and its inputs (checkpoints: {work})"
         )
         return result(out, changed=False)
-    chunks, manifest = _run_stages(config, store, context, backend, progress)
+    chunks, shards, manifest = _run_stages(config, store, context, backend, progress)
     staging = work / "staging"
-    write_staging(config, staging, chunks, manifest, store, build_facts(config, context), progress)
+    write_staging(config, staging, chunks, manifest, store, build_facts(config, context), progress, shards)
     changed = publish_staging(staging, out, work, context.echo)
     store.save_json(DONE_NAME, {"files": tree_stats(out)})
     return result(out, changed=changed)

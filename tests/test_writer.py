@@ -28,7 +28,14 @@ from dataset_builder.core.records import SPLIT_NAMES, PairRecord
 from dataset_builder.core.splits import RoiSplitter, spatial_roi_id
 from dataset_builder.core.tiling import iter_tiles
 from dataset_builder.write.repo import push_dataset, write_dataset
-from dataset_builder.write.shards import ShardLimits, WriterError, pair_features, write_config
+from dataset_builder.write.shards import (
+    ShardLimits,
+    WriterError,
+    pair_features,
+    shard_ranges,
+    write_config,
+    write_shard,
+)
 from sen2naip_hub.errors import InvalidImageError
 from sen2naip_hub.io import lr_transform
 from sen2naip_hub.sensors import SCALE_FACTOR, reflectance_to_s2
@@ -207,6 +214,24 @@ def test_shard_limits(records, tmp_path: Path) -> None:
     shards = sorted((tmp_path / "synthetic").glob("train-*.parquet"))
     assert counts == {"train": 20, "validation": 0, "test": 0}
     assert len(shards) == 20 and all(pq.read_metadata(p).num_rows == 1 for p in shards)
+
+
+def test_shards_written_one_by_one_equal_write_config(records, tmp_path: Path) -> None:
+    """A split cut by shard_ranges and written shard by shard (in any order) gives write_config's bytes."""
+    rows = [r for r in records["synthetic"] if RoiSplitter().split_of(r.roi_id) == "train"]
+    limits = ShardLimits(
+        max_rows=7, max_bytes=5 * (rows[0].hr.nbytes + rows[0].lr.nbytes) + 1, row_group_bytes=1
+    )
+    splitter = RoiSplitter((1.0, 0.0, 0.0))
+    write_config(rows, tmp_path / "whole", "synthetic", splitter=splitter, limits=limits)
+    ranges = shard_ranges([r.hr.nbytes + r.lr.nbytes for r in rows], limits)
+    assert ranges[0] == (0, 5) and ranges[-1][1] == len(rows) and len(ranges) == -(-len(rows) // 5)
+    for index, (start, stop) in reversed(list(enumerate(ranges))):
+        write_shard(rows[start:stop], tmp_path / "parts", "train", index, limits)
+    assert _shard_digests(tmp_path / "parts") == _shard_digests(tmp_path / "whole" / "synthetic")
+    with pytest.raises(WriterError, match="do not fit one shard"):
+        write_shard(rows[:6], tmp_path / "too_many", "train", 0, limits)
+    assert not list((tmp_path / "too_many").glob("*"))
 
 
 def test_empty_splits_are_left_out_and_the_rest_loads(records, tmp_path: Path, monkeypatch) -> None:

@@ -7,6 +7,7 @@ or where it finished.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol
 
 from dataset_builder.core.checkpoints import Checkpoints
@@ -21,9 +22,17 @@ BACKENDS: tuple[str, ...] = ("local", "ray")
 
 
 class Backend(Protocol):
-    """Runs the tasks of a step that have no checkpoint yet and saves each one's checkpoint."""
+    """Runs the tasks of a step that have no checkpoint yet and saves each one's checkpoint, calling
+    ``on_saved(name)`` (if given) on the driver after each save."""
 
-    def execute(self, step: Step, store: Checkpoints, context: BuildContext, progress: bool) -> None: ...
+    def execute(
+        self,
+        step: Step,
+        store: Checkpoints,
+        context: BuildContext,
+        progress: bool,
+        on_saved: Callable[[str], None] | None = None,
+    ) -> None: ...
 
     def close(self) -> None: ...
 

@@ -1,22 +1,59 @@
-"""The local backend: a step's tasks one after another in this process, models loaded once."""
+"""The local backend: a step's tasks one after another in this process, models loaded once.
+
+While a task runs, the inputs of the next :data:`PREFETCH_DEPTH` tasks are read in a background thread
+(:func:`~dataset_builder.core.plan.prefetch`), so reading overlaps computing; tasks still run and their
+checkpoints are still saved one at a time, in plan order.
+"""
 
 from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 from tqdm.auto import tqdm
 
 from dataset_builder.core.checkpoints import Checkpoints
 from dataset_builder.core.context import BuildContext
-from dataset_builder.core.plan import Step, check_step, run_task
+from dataset_builder.core.plan import Step, check_step, prefetch, run_task
 
-__all__ = ["LocalBackend"]
+__all__ = ["PREFETCH_DEPTH", "LocalBackend"]
+
+#: Tasks whose input is read ahead of the one running (each holds one batch or image in memory).
+PREFETCH_DEPTH: int = 2
 
 
 class LocalBackend:
     """Runs each task with the driver's :class:`BuildContext` and saves its checkpoint at once."""
 
-    def execute(self, step: Step, store: Checkpoints, context: BuildContext, progress: bool) -> None:
-        for task in tqdm(step.todo(store), desc=step.title, unit="task", disable=not progress):
-            store.save_bytes(task.name, run_task(task, context))
+    def execute(
+        self,
+        step: Step,
+        store: Checkpoints,
+        context: BuildContext,
+        progress: bool,
+        on_saved: Callable[[str], None] | None = None,
+    ) -> None:
+        """Run the tasks without a checkpoint; ``on_saved(name)`` after each checkpoint is saved."""
+        tasks = step.todo(store)
+        todo = iter(tasks)
+        with (
+            ThreadPoolExecutor(1, thread_name_prefix="prefetch") as pool,
+            tqdm(total=len(tasks), desc=step.title, unit="task", disable=not progress) as bar,
+        ):
+            ahead = deque(
+                (task, prefetch(task, context, pool))
+                for _, task in zip(range(PREFETCH_DEPTH), todo, strict=False)
+            )
+            while ahead:
+                task, loaded = ahead.popleft()
+                following = next(todo, None)
+                if following is not None:
+                    ahead.append((following, prefetch(following, context, pool)))
+                store.save_bytes(task.name, run_task(task, context, loaded))
+                if on_saved is not None:
+                    on_saved(task.name)
+                bar.update()
         check_step(step, store)
 
     def close(self) -> None:

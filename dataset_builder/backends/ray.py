@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -82,8 +83,9 @@ class TaskActor:
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         payloads = []
-        for name, runner, args in zip(batch["name"], batch["runner"], batch["args"], strict=True):
-            task = Task(str(name), str(runner), json.loads(str(args)))
+        rows = zip(batch["name"], batch["runner"], batch["args"], batch["loader"], strict=True)
+        for name, runner, args, loader in rows:
+            task = Task(str(name), str(runner), json.loads(str(args)), str(loader) or None)
             payloads.append(run_task(task, self.context))
         return {"name": batch["name"], "payload": np.array(payloads, dtype=object)}
 
@@ -121,14 +123,27 @@ class RayBackend:
             args["num_gpus"] = 1
         return args
 
-    def execute(self, step: Step, store: Checkpoints, context: BuildContext, progress: bool) -> None:
+    def execute(
+        self,
+        step: Step,
+        store: Checkpoints,
+        context: BuildContext,
+        progress: bool,
+        on_saved: Callable[[str], None] | None = None,
+    ) -> None:
         todo = step.todo(store)
         if todo:
-            self._run(todo, step.title, store, context, progress)
+            self._run(todo, step.title, store, context, progress, on_saved)
         check_step(step, store)
 
     def _run(
-        self, todo: list[Task], title: str, store: Checkpoints, context: BuildContext, progress: bool
+        self,
+        todo: list[Task],
+        title: str,
+        store: Checkpoints,
+        context: BuildContext,
+        progress: bool,
+        on_saved: Callable[[str], None] | None,
     ) -> None:
         import ray.data
 
@@ -136,7 +151,10 @@ class RayBackend:
         self._connect(context)
         ray.data.DataContext.get_current().enable_progress_bars = False
         threads = self.options.torch_threads or torch.get_num_threads()
-        items = [{"name": t.name, "runner": t.runner, "args": json.dumps(t.args)} for t in todo]
+        items = [
+            {"name": t.name, "runner": t.runner, "args": json.dumps(t.args), "loader": t.loader or ""}
+            for t in todo
+        ]
         dataset = ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
             TaskActor,
             batch_size=1,
@@ -147,6 +165,8 @@ class RayBackend:
         with tqdm(total=len(todo), desc=f"{title} (ray)", unit="task", disable=not progress) as bar:
             for row in dataset.iter_rows():
                 store.save_bytes(str(row["name"]), bytes(row["payload"]))
+                if on_saved is not None:
+                    on_saved(str(row["name"]))
                 bar.update()
 
     def close(self) -> None:

@@ -8,7 +8,9 @@ models and the code, per stage: :mod:`dataset_builder.core.fingerprint`): when a
 stage's checkpoints are discarded rather than mixed with new ones.
 
 Records are stored as ``.npz`` (``hr`` / ``lr`` stacked uint16 arrays plus a JSON ``meta`` array of
-the other fields), read back with ``allow_pickle=False``.
+the other fields), read back with ``allow_pickle=False``. A checkpoint may hold only some of the arrays
+(the synthetic stage stores ``lr`` only: its ``hr`` is a window of an input file, read again when the
+shards are written); the fields not stored read back as None.
 """
 
 from __future__ import annotations
@@ -80,7 +82,7 @@ def _record_meta(record: PairRecord) -> dict[str, Any]:
     return meta
 
 
-def _record_from(meta: dict[str, Any], hr: np.ndarray, lr: np.ndarray) -> PairRecord:
+def _record_from(meta: dict[str, Any], hr: np.ndarray | None, lr: np.ndarray | None) -> PairRecord:
     values = dict(meta)
     for key in _DATE_FIELDS:
         values[key] = None if values[key] is None else dt.date.fromisoformat(values[key])
@@ -99,12 +101,15 @@ def encode_arrays(meta: Any, **arrays: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def encode_records(records: Sequence[PairRecord], extra: Any = None) -> bytes:
-    """Records (and any JSON-able ``extra``) as the bytes of one ``.npz`` checkpoint."""
-    arrays = {}
+def encode_records(
+    records: Sequence[PairRecord], extra: Any = None, arrays: Sequence[str] = _ARRAY_FIELDS
+) -> bytes:
+    """Records (and any JSON-able ``extra``) as the bytes of one ``.npz`` checkpoint; only the array
+    fields named in ``arrays`` (``hr``, ``lr``) are stored."""
+    stored = {}
     if records:
-        arrays = {key: np.stack([getattr(r, key) for r in records]) for key in _ARRAY_FIELDS}
-    return encode_arrays({"records": [_record_meta(r) for r in records], "extra": extra}, **arrays)
+        stored = {key: np.stack([getattr(r, key) for r in records]) for key in arrays}
+    return encode_arrays({"records": [_record_meta(r) for r in records], "extra": extra}, **stored)
 
 
 def encode_rejection(reason: str) -> bytes:
@@ -206,5 +211,9 @@ class Checkpoints:
 
     def load_records(self, name: str) -> tuple[list[PairRecord], Any]:
         meta, arrays = self.load_arrays(name)
-        records = [_record_from(m, arrays["hr"][i], arrays["lr"][i]) for i, m in enumerate(meta["records"])]
+        hr, lr = arrays.get("hr"), arrays.get("lr")
+        records = [
+            _record_from(m, None if hr is None else hr[i], None if lr is None else lr[i])
+            for i, m in enumerate(meta["records"])
+        ]
         return records, meta["extra"]

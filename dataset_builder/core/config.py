@@ -216,6 +216,9 @@ class SyntheticStageConfig(_Section):
         None, description="open_clip tag or local checkpoint; null: random weights seeded by ``seed``."
     )
     embed_batch_size: int = Field(DEFAULT_EMBED_BATCH_SIZE, gt=0, description="Tiles per CLIP batch.")
+    clip_precision: Literal["auto", "fp32", "bf16"] = Field(
+        "auto", description="CLIP precision: auto = bf16 autocast on CUDA, fp32 elsewhere."
+    )
     harmonization: Literal["global", "local", "none"] | None = Field(
         None, description="Harmonization of the degradation (null: the model's default)."
     )

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from dataset_builder.core.config import BuildConfig, expand_env
@@ -14,12 +17,15 @@ from dataset_builder.core.fingerprint import degradation_source
 from sen2naip_hub.convert import convert_reference, reference_is_converted
 from sen2naip_hub.devices import resolve_device
 
-__all__ = ["CROSS_SENSOR_HARMONIZATION", "BuildContext", "Echo"]
+__all__ = ["CROSS_SENSOR_HARMONIZATION", "MAX_READ_WORKERS", "BuildContext", "Echo"]
 
 Echo = Callable[[str], None]
 
 #: Harmonization inside the cross-sensor ``degrade`` (see :meth:`BuildContext.degrade_noiseless`).
 CROSS_SENSOR_HARMONIZATION: str = "none"
+#: Threads reading tile windows at most (rasterio releases the GIL while it reads and decodes);
+#: fewer on a machine with fewer cores.
+MAX_READ_WORKERS: int = 16
 
 
 class BuildContext:
@@ -35,6 +41,38 @@ class BuildContext:
         if key not in self._cache:
             self._cache[key] = factory()
         return self._cache[key]
+
+    def pool(self, purpose: str) -> ThreadPoolExecutor:
+        """A thread pool for one ``purpose`` (one per worker process, made on first use; separate pools so
+        that reads queued ahead never delay the current task's work)."""
+        workers = min(MAX_READ_WORKERS, os.cpu_count() or 1)
+        return self.cached(f"pool:{purpose}", lambda: ThreadPoolExecutor(workers, thread_name_prefix=purpose))
+
+    @property
+    def readers(self) -> ThreadPoolExecutor:
+        """The threads that read tile windows (:meth:`pool` ``"read"``)."""
+        return self.pool("read")
+
+    def upload(self, array: np.ndarray) -> torch.Tensor:
+        """``array`` as a tensor on :attr:`device`, complete on return. On CUDA the copy runs on a side
+        stream, so a loader thread's copy overlaps the kernels of the task being computed; pass the
+        tensor through :meth:`adopt` on the thread that uses it."""
+        tensor = torch.from_numpy(array)
+        if torch.device(self.device).type != "cuda":
+            return tensor
+        stream = torch.cuda.Stream(self.device)
+        with torch.cuda.stream(stream):
+            copied = tensor.to(self.device, non_blocking=True)
+        stream.synchronize()
+        return copied
+
+    @staticmethod
+    def adopt(tensor: torch.Tensor) -> torch.Tensor:
+        """A tensor from :meth:`upload`, marked as used by this thread's current CUDA stream (so its memory
+        is not handed to another copy while this stream's kernels still read it)."""
+        if tensor.is_cuda:
+            tensor.record_stream(torch.cuda.current_stream(tensor.device))
+        return tensor
 
     @property
     def degradation_id(self) -> str:

@@ -145,8 +145,10 @@ def stage_fingerprints(config: BuildConfig) -> dict[str, dict[str, str]]:
     prints = {}
     for stage, (section, models) in sections.items():
         before = prints.get("sources", {}) if stage != "sources" else {}
+        # the write stage reads every stage's output (and holds the synthetic shards): all their code
+        code_before = [p["code"] for p in prints.values()] if stage == "write" else before.get("code")
         prints[stage] = {
-            "code": _digest([code_digest(stage), before.get("code")]),
+            "code": _digest([code_digest(stage), code_before]),
             "config": _digest([section, before.get("config")]),
             "inputs": inputs,
             "models": _digest(models),

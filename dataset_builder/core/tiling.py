@@ -92,7 +92,8 @@ def blank_reason(
     nodata = 1.0 - float(valid.mean())
     if nodata > max_nodata_fraction or not valid.any():
         return f"blank: nodata {nodata:.1%} > {max_nodata_fraction:.0%}"
-    spread = float(data[:, valid].std(axis=1).max())
+    values = data.reshape(data.shape[0], -1) if valid.all() else data[:, valid]  # no copy when all valid
+    spread = float(values.std(axis=1).max())
     if spread < min_std:
         return f"blank: near-constant (largest band std {spread:.4f} < {min_std:.4f})"
     return None

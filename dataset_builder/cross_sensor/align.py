@@ -27,7 +27,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from scipy import ndimage
 
 from sen2naip_hub.errors import InvalidImageError
 
@@ -240,6 +239,8 @@ def apply_shift(image: np.ndarray, shift: tuple[float, float], *, order: int = 3
     the image repeat the nearest edge pixel (``mode="nearest"``), so the outer ``ceil(|shift|)``
     rows/columns are extrapolated. NaN pixels are filled with the band mean before interpolating.
     """
+    from scipy import ndimage  # here: a synthetic-only build (e.g. on a GPU machine) needs no scipy
+
     array = np.asarray(image)
     stack = array[None] if array.ndim == 2 else array
     means = np.nanmean(stack, axis=(1, 2), keepdims=True)

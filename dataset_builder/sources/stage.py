@@ -17,7 +17,9 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import json
+import os
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +46,8 @@ __all__ = ["CHECKPOINT", "check_grid", "check_input_file", "stage_sources", "usa
 
 #: The stage's checkpoint: the manifest entry of every input file.
 CHECKPOINT: str = "sources/files.json"
+#: Files checked at once, in threads (rasterio releases the GIL while it decodes); entries keep file order.
+MAX_SCREEN_WORKERS: int = 16
 #: Rows read at once when checking that an input file decodes completely.
 CHECK_STRIP_ROWS: int = 1024
 _FILE_ERRORS = (Sen2NaipError, RasterioError, CPLE_BaseError, OSError)
@@ -191,10 +195,11 @@ def stage_sources(config: BuildConfig, store: Checkpoints, progress: bool) -> li
     if store.has(CHECKPOINT):
         return store.load_json(CHECKPOINT)
     files, entries = _inputs(config, store)
-    entries += [
-        _screen_file(p, d, s, f)
-        for p, d, f, s in tqdm(files, desc="sources", unit="file", disable=not progress)
-    ]
+    with ThreadPoolExecutor(
+        min(MAX_SCREEN_WORKERS, os.cpu_count() or 1), thread_name_prefix="screen"
+    ) as pool:
+        screened = pool.map(lambda file: _screen_file(file[0], file[1], file[3], file[2]), files)
+        entries += list(tqdm(screened, total=len(files), desc="sources", unit="file", disable=not progress))
     if not any(e["sensor"] == NAIP.name and e["status"] == "ok" for e in entries):
         where = config.sources.naip.folder or config.sources.naip.stac or config.sources.naip.stac_api
         raise BuildError(

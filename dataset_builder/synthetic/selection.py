@@ -2,9 +2,9 @@
 
 SEN2NAIP's synthetic split draws HR tiles that cover the variety of the NAIP archive rather than its
 bulk (mostly farmland). The tiles (:mod:`dataset_builder.core.tiling`, blanks dropped) are embedded
-(:mod:`dataset_builder.synthetic.clip`), then :func:`select_diverse` runs k-means++ (scikit-learn
-``KMeans(init="k-means++")``) on the embeddings and picks tiles **round-robin over clusters, nearest to
-the centroid first**:
+(:mod:`dataset_builder.synthetic.clip`), then :func:`select_diverse` runs k-means++
+(:func:`dataset_builder.synthetic.kmeans.torch_kmeans`, scikit-learn's algorithm in torch, on the CPU or
+a GPU) on the embeddings and picks tiles **round-robin over clusters, nearest to the centroid first**:
 
 * clusters are ordered by size (largest first, ties by their smallest tile id);
 * inside a cluster, tiles are ordered by distance to the centroid (ties by tile id);
@@ -23,9 +23,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from sklearn.cluster import KMeans
+import torch
 
 from dataset_builder.core.facts import KMEANS_N_INIT
+from dataset_builder.synthetic.kmeans import torch_kmeans
 from sen2naip_hub.errors import Sen2NaipError
 
 __all__ = ["Selection", "SelectionError", "select_diverse"]
@@ -55,17 +56,19 @@ def select_diverse(
     n_clusters: int,
     seed: int = 0,
     n_init: int = KMEANS_N_INIT,
+    device: str | torch.device = "cpu",
 ) -> Selection:
     """k-means++ on L2-normalized ``embeddings``, then round-robin over clusters, nearest to centroid first.
 
-    See the module docstring for the exact rule. Raises :class:`SelectionError` when ``size`` or
-    ``n_clusters`` exceed the number of tiles, or the inputs disagree in length.
+    See the module docstring for the exact rule; k-means runs in float64 on ``device``. Raises
+    :class:`SelectionError` when ``size`` or ``n_clusters`` exceed the number of tiles, or the inputs
+    disagree in length.
     """
     _check_selection_args(tile_ids, embeddings, size, n_clusters)
-    points = _l2_normalize(np.asarray(embeddings, dtype=np.float64))
-    kmeans = KMeans(n_clusters=n_clusters, init="k-means++", n_init=n_init, random_state=seed)
-    raw_labels = kmeans.fit_predict(points)
-    distances = np.linalg.norm(points - kmeans.cluster_centers_[raw_labels], axis=1)
+    points = torch.from_numpy(_l2_normalize(np.asarray(embeddings, dtype=np.float64))).to(device)
+    kmeans = torch_kmeans(points, n_clusters, seed=seed, n_init=n_init)
+    raw_labels = kmeans.labels.cpu().numpy()
+    distances = torch.linalg.vector_norm(points - kmeans.centers[kmeans.labels], dim=1).cpu().numpy()
     members = _ordered_members(list(tile_ids), raw_labels, distances)
     chosen = _round_robin(members, size)
     labels = {tile_ids[i]: cluster for cluster, idx in enumerate(members) for i in idx}

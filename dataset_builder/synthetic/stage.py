@@ -1,14 +1,20 @@
 """Stage 3, synthetic: tile + CLIP per image (tasks) → k-means++ (driver) → degrade per batch (tasks).
 
-1. one task per kept NAIP image (sorted by file name): cut its world-grid tiles, drop blank ones
-   (:mod:`dataset_builder.core.tiling`, reason recorded), embed the RGB of the others with open_clip in
-   batches of ``synthetic.embed_batch_size`` → ``synthetic/embed-NNNNN.npz``;
+1. one task per kept NAIP image (sorted by file name): its loader cuts the world-grid tiles in parallel
+   threads (:attr:`~dataset_builder.core.context.BuildContext.readers`), drops blank ones
+   (:mod:`dataset_builder.core.tiling`, reason recorded) and keeps the others' 8-bit RGB; the runner
+   embeds them with open_clip (preprocessing in torch on the device, batches of
+   ``synthetic.embed_batch_size``) → ``synthetic/embed-NNNNN.npz``;
 2. on the driver, :func:`select` runs :func:`~dataset_builder.synthetic.selection.select_diverse` over
-   every embedding in image order → ``synthetic/selection.json``;
-3. one task per batch of ``batch_size`` selected tiles: read them, degrade with the Degradation model
-   (harmonization and blur batched), draw each tile's noise from a generator seeded by :func:`tile_seed`
-   (the build seed and the tile id, so a tile's noise never depends on its batch) →
-   ``synthetic/degrade-NNNNN.npz``.
+   every embedding in image order, on the build's device → ``synthetic/selection.json``;
+3. one task per batch of ``batch_size`` selected tiles: its loader reads them in parallel threads; the
+   runner degrades them with the Degradation model (harmonization and blur batched), draws each tile's
+   noise from a CPU generator seeded by :func:`tile_seed` (the build seed and the tile id, so a tile's
+   noise never depends on its batch or on the device) → ``synthetic/degrade-NNNNN.npz`` holding the LR
+   and the rows' fields (not the HR: :mod:`dataset_builder.synthetic.shards` reads it again when it
+   writes the shards).
+
+Loaders may run ahead of the task being computed (:func:`dataset_builder.core.plan.prefetch`).
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import numpy as np
 import torch
 from rasterio.windows import Window
 
+from dataset_builder.core import tiling
 from dataset_builder.core.checkpoints import Checkpoints, encode_arrays, encode_records
 from dataset_builder.core.config import BuildConfig
 from dataset_builder.core.context import BuildContext, Echo
@@ -30,13 +37,15 @@ from dataset_builder.core.errors import BuildError
 from dataset_builder.core.plan import Step, Task
 from dataset_builder.core.records import PairRecord
 from dataset_builder.core.splits import RoiSplitter, spatial_roi_id
-from dataset_builder.core.tiling import split_tiles
+from dataset_builder.core.tiling import Tile, grid_origins, read_tile
 from dataset_builder.synthetic.selection import select_diverse
 from sen2naip_hub.io import lr_transform, read_raster
 from sen2naip_hub.sensors import NAIP, reflectance_to_s2
 
 __all__ = [
     "SELECTION_CHECKPOINT",
+    "load_degrade",
+    "load_embed",
     "manifest_entries",
     "plan_degrade",
     "plan_embed",
@@ -73,7 +82,12 @@ def plan_embed(config: BuildConfig, sources: list[dict[str, Any]]) -> Step:
     if not config.synthetic.enabled:
         return Step("synthetic: tile + CLIP", ())
     tasks = tuple(
-        Task(f"synthetic/embed-{i:05d}.npz", f"{__name__}:run_embed", {"path": e["path"]})
+        Task(
+            f"synthetic/embed-{i:05d}.npz",
+            f"{__name__}:run_embed",
+            {"path": e["path"]},
+            f"{__name__}:load_embed",
+        )
         for i, e in enumerate(_naip_entries(sources))
     )
     return Step("synthetic: tile + CLIP", tasks)
@@ -89,24 +103,54 @@ def _embedder(context: BuildContext):
         device=context.device,
         batch_size=synthetic.embed_batch_size,
         seed=context.config.seed,
+        precision=synthetic.clip_precision,
     )
 
 
-def run_embed(args: dict[str, Any], context: BuildContext) -> bytes:
+def _rgb_tile(path: Path, row: int, col: int, size: int) -> tuple[list, np.ndarray | None] | str:
+    """One grid tile: ``([id, row, col], 8-bit RGB)``, or the reason it is blank."""
+    from dataset_builder.synthetic.clip import rgb_counts
+
+    tile = read_tile(path, row, col, size)
+    if not isinstance(tile, Tile):
+        return tile
+    return [tile.tile_id, row, col], rgb_counts(tile.data[:3])
+
+
+def load_embed(
+    args: dict[str, Any], context: BuildContext
+) -> tuple[list, torch.Tensor, list[dict[str, str]]]:
+    """Task loader: one image's grid tiles, read in parallel → ids, 8-bit RGB ``(N, 3, H, W)`` on the
+    device, blanks."""
+    path, size = Path(args["path"]), context.config.synthetic.tile_size
+    origins = list(grid_origins(path, size))
+    results = list(context.readers.map(lambda origin: _rgb_tile(path, *origin, size), origins))
+    kept = [r for r in results if not isinstance(r, str)]
+    blanks = [
+        {"id": tiling.tile_id(path.stem, row, col), "status": "rejected", "reason": r}
+        for (row, col), r in zip(origins, results, strict=True)
+        if isinstance(r, str)
+    ]
+    rgb = np.stack([r[1] for r in kept]) if kept else np.zeros((0, 3, size, size), dtype=np.uint8)
+    return [r[0] for r in kept], context.upload(rgb), blanks
+
+
+def run_embed(args: dict[str, Any], context: BuildContext, loaded: tuple) -> bytes:
     """Task runner: one image's tiles → manifest entries of the blank ones, ids and embeddings of the rest."""
-    synthetic = context.config.synthetic
-    tiles, blanks = split_tiles(args["path"], synthetic.tile_size)
-    embedder = context.cached("clip", lambda: _embedder(context))
-    batch = synthetic.embed_batch_size
-    chunks = [embedder.embed([t.data[:3] for t in tiles[i : i + batch]]) for i in range(0, len(tiles), batch)]
-    embeddings = np.concatenate(chunks) if chunks else np.zeros((0, 0), dtype=np.float32)
-    meta = {"path": args["path"], "tiles": [[t.tile_id, t.row, t.col] for t in tiles], "blank": blanks}
+    tiles, rgb, blanks = loaded
+    embeddings = np.zeros((0, 0), dtype=np.float32)
+    if tiles:
+        embeddings = context.cached("clip", lambda: _embedder(context)).embed_counts(context.adopt(rgb))
+    meta = {"path": args["path"], "tiles": tiles, "blank": blanks}
     return encode_arrays(meta, embeddings=embeddings.astype(np.float32))
 
 
 # ---------------------------------------------------------------------------- 2. k-means++
-def select(config: BuildConfig, store: Checkpoints, step: Step, echo: Echo) -> dict[str, Any]:
-    """The selection over every embedded image (checkpoint :data:`SELECTION_CHECKPOINT`)."""
+def select(
+    config: BuildConfig, store: Checkpoints, step: Step, echo: Echo, device: str = "cpu"
+) -> dict[str, Any]:
+    """The selection over every embedded image (checkpoint :data:`SELECTION_CHECKPOINT`); k-means on
+    ``device``."""
     if store.has(SELECTION_CHECKPOINT):
         return store.load_json(SELECTION_CHECKPOINT)
     ids, vectors, where = [], [], {}
@@ -123,7 +167,7 @@ def select(config: BuildConfig, store: Checkpoints, step: Step, echo: Echo) -> d
     size, clusters = min(config.synthetic.size, len(ids)), min(config.synthetic.n_clusters, len(ids))
     if size < config.synthetic.size:
         echo(f"synthetic: only {len(ids)} non-blank tiles; selecting all of them")
-    selection = select_diverse(ids, np.stack(vectors), size, clusters, seed=config.seed)
+    selection = select_diverse(ids, np.stack(vectors), size, clusters, seed=config.seed, device=device)
     chosen = [
         {"tile_id": t, "path": where[t][0], "row": where[t][1], "col": where[t][2]}
         for t in selection.tile_ids
@@ -144,54 +188,92 @@ def plan_degrade(config: BuildConfig, selected: list[dict[str, Any]], sources: l
             f"synthetic/degrade-{i:05d}.npz",
             f"{__name__}:run_degrade",
             {"tiles": batch, "dates": {c["path"]: dates[c["path"]] for c in batch}},
+            f"{__name__}:load_degrade",
         )
         for i, batch in enumerate(batches)
     )
     return Step("synthetic: degrade", tasks)
 
 
-def _noisy(model, lr: torch.Tensor, tile_id: str, seed: int, device: str) -> torch.Tensor:
-    generator = torch.Generator(device=device).manual_seed(tile_seed(seed, tile_id))
-    return model.noise(lr, generator)
+def _noisy(model, lr: torch.Tensor, tile_id: str, seed: int) -> torch.Tensor:
+    """One tile's noise, drawn from a CPU generator seeded by :func:`tile_seed`: the same draw whatever
+    the device (the noise model draws on its generator's device), so a GPU build's rows match a CPU's."""
+    generator = torch.Generator().manual_seed(tile_seed(seed, tile_id))
+    with torch.inference_mode():  # per thread
+        return model.noise(lr, generator)
 
 
-def run_degrade(args: dict[str, Any], context: BuildContext) -> bytes:
-    """Task runner: one batch of selected tiles → their records (noise seeded per tile)."""
+def _add_noise(model, lr: torch.Tensor, chosen: list[dict[str, Any]], seed: int, context: BuildContext):
+    """Each tile's own noise (one generator per tile). On a GPU the tiles go through parallel threads (the
+    CPU draws release the GIL); on the CPU one after another (torch already spreads each op over cores)."""
+
+    def one(index: int) -> torch.Tensor:
+        return _noisy(model, lr[index : index + 1], chosen[index]["tile_id"], seed)
+
+    indexes = range(len(chosen))
+    return torch.cat(list(context.pool("noise").map(one, indexes) if lr.is_cuda else map(one, indexes)))
+
+
+def read_hr(tile: dict[str, Any], size: int):
+    """The HR window of one selected tile (``path``, ``row``, ``col``) as a reflectance Raster."""
+    return read_raster(tile["path"], NAIP, window=Window(tile["col"], tile["row"], size, size))
+
+
+def load_degrade(args: dict[str, Any], context: BuildContext) -> tuple[torch.Tensor, list]:
+    """Task loader: one batch's HR windows, read in parallel → reflectance ``(N, 4, H, W)`` on the device,
+    geometries."""
+    size, chosen = context.config.synthetic.tile_size, args["tiles"]
+    hr = np.empty((len(chosen), len(NAIP.all_bands), size, size), dtype=np.float32)
+
+    def read(index: int) -> tuple:
+        raster = read_hr(chosen[index], size)
+        hr[index] = raster.data
+        return raster.crs, raster.transform
+
+    geometry = list(context.readers.map(read, range(len(chosen))))
+    return context.upload(hr), geometry
+
+
+def run_degrade(args: dict[str, Any], context: BuildContext, loaded: tuple) -> bytes:
+    """Task runner: one batch of selected tiles → their records, LR only (noise seeded per tile)."""
     config, chosen = context.config, args["tiles"]
-    size, synthetic = config.synthetic.tile_size, config.synthetic
-    rasters = [read_raster(c["path"], NAIP, window=Window(c["col"], c["row"], size, size)) for c in chosen]
-    hr = torch.from_numpy(np.stack([r.data for r in rasters])).to(context.device)
+    synthetic, (hr, geometry) = config.synthetic, loaded
+    hr = context.adopt(hr)
     model = context.degradation
     with torch.inference_mode():
         lr = model(hr, noise=False, harmonization=synthetic.harmonization).lr
         if synthetic.noise:
-            lr = torch.cat(
-                [
-                    _noisy(model, lr[i : i + 1], c["tile_id"], config.seed, context.device)
-                    for i, c in enumerate(chosen)
-                ]
-            )
-    lr = lr.float().cpu().numpy()
+            lr = _add_noise(model, lr, chosen, config.seed, context)
+    lr = reflectance_to_s2(lr.float().cpu().numpy())
+    size = synthetic.tile_size
     records = [
         _record(
-            raster, lr[i], args["dates"][c["path"]], model.scale, context.degradation_id, Path(c["path"]).stem
+            *geometry[i],
+            size,
+            lr[i],
+            args["dates"][c["path"]],
+            model.scale,
+            context.degradation_id,
+            c["path"],
         )
-        for i, (c, raster) in enumerate(zip(chosen, rasters, strict=True))
+        for i, c in enumerate(chosen)
     ]
     ids = [{"id": c["tile_id"], "roi_id": r.roi_id} for c, r in zip(chosen, records, strict=True)]
-    return encode_records(records, ids)
+    return encode_records(records, ids, arrays=("lr",))
 
 
-def _record(raster, lr: np.ndarray, date: str, scale: int, model_id: str, naip_id: str) -> PairRecord:
-    crs = raster.crs.to_wkt()
-    size = raster.data.shape[-1]
+def _record(
+    crs, transform, size: int, lr: np.ndarray, date: str, scale: int, model_id: str, path: str
+) -> PairRecord:
+    """The row of one tile, its ``hr`` not stored (None; read again by the shard writer)."""
+    crs = crs.to_wkt()
     return PairRecord(
-        roi_id=spatial_roi_id(crs, raster.transform, size, size),
-        hr=reflectance_to_s2(raster.data),
-        lr=reflectance_to_s2(lr),
+        roi_id=spatial_roi_id(crs, transform, size, size),
+        hr=None,
+        lr=lr,
         crs=crs,
-        hr_transform=tuple(raster.transform.to_gdal()),
-        lr_transform=tuple(lr_transform(raster.transform, scale).to_gdal()),
+        hr_transform=tuple(transform.to_gdal()),
+        lr_transform=tuple(lr_transform(transform, scale).to_gdal()),
         hr_date=dt.date.fromisoformat(date),
         lr_date=None,
         qa1=math.nan,
@@ -200,7 +282,7 @@ def _record(raster, lr: np.ndarray, date: str, scale: int, model_id: str, naip_i
         shift_y=0.0,
         degradation_model=model_id,
         source="real",
-        naip_id=naip_id,
+        naip_id=Path(path).stem,
     )
 
 

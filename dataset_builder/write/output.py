@@ -57,6 +57,15 @@ def _records(store: Checkpoints, names: Iterable[str]) -> Iterator[PairRecord]:
             yield from store.load_records(name)[0]
 
 
+def _link(source: Path, target: Path) -> None:
+    """``target`` as a hard link to ``source`` (a copy where links are impossible)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copyfile(source, target)
+
+
 def write_staging(
     config: BuildConfig,
     staging: Path,
@@ -65,8 +74,11 @@ def write_staging(
     store: Checkpoints,
     facts: BuildFacts,
     progress: bool,
+    shards: Mapping[str, list[str]] | None = None,
 ) -> None:
-    """Shards of every config (from the record checkpoints ``chunks[config]``), card and manifest."""
+    """Shards of every config, card and manifest. A config's shards are written here from its record
+    checkpoints ``chunks[config]``, or were written already as the checkpoints ``shards[config]``
+    (those that exist are linked in under their own names)."""
     if staging.exists():
         shutil.rmtree(staging)
     staging.mkdir(parents=True)
@@ -74,6 +86,10 @@ def write_staging(
     names = [c for c in CONFIG_NAMES if chunks.get(c)]
     for name in tqdm(names, desc="write", unit="config", disable=not progress):
         write_config(_records(store, chunks[name]), staging, name, splitter=facts.splitter, limits=limits)
+    for name, files in (shards or {}).items():
+        for file in files:
+            if store.has(file):
+                _link(store.path(file), staging / name / Path(file).name)
     if not scan_shards(staging):
         raise BuildError("no row was kept in any config: nothing to write (see the rejections above)")
     write_dataset_card(staging, facts)

@@ -14,7 +14,10 @@ Splits come from :class:`dataset_builder.core.splits.RoiSplitter` on the (spatia
 cut at ``max_rows`` rows or ``max_bytes`` bytes of uncompressed array data, whichever comes first,
 and written row group by row group to a hidden temporary name, renamed into place only when
 complete. After a config is written, shards left from an earlier, larger write of it are removed,
-so a rewrite of the same records gives byte-identical files. A split or config without rows gets no
+so a rewrite of the same records gives byte-identical files. :func:`shard_ranges` cuts a split into
+shards by the same rule before any row exists (rows of a known size), and :func:`write_shard` writes one
+of them alone, byte-identical to the shard :func:`write_config` writes for the same rows, so shards can
+be written in parallel as their rows become ready. A split or config without rows gets no
 shard and no entry in the card's YAML (``datasets`` cannot declare an empty split from files).
 """
 
@@ -26,6 +29,7 @@ import logging
 import os
 import re
 from collections.abc import Iterable
+from collections.abc import Sequence as SequenceOf
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,7 +45,17 @@ from sen2naip_hub.errors import InvalidImageError, Sen2NaipError
 from sen2naip_hub.files import atomic_file
 from sen2naip_hub.sensors import N_BANDS, SCALE_FACTOR
 
-__all__ = ["ShardLimits", "WriterError", "pair_features", "records_to_table", "scan_shards", "write_config"]
+__all__ = [
+    "ShardLimits",
+    "WriterError",
+    "pair_features",
+    "records_to_table",
+    "scan_shards",
+    "shard_name",
+    "shard_ranges",
+    "write_config",
+    "write_shard",
+]
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +85,28 @@ class ShardLimits:
     def __post_init__(self) -> None:
         if min(self.max_rows, self.max_bytes, self.row_group_bytes) <= 0:
             raise WriterError(f"shard limits must be positive, found {self}")
+
+    def starts_new_shard(self, rows: int, size: int, row_bytes: int) -> bool:
+        """Whether a row of ``row_bytes`` goes to a new shard after ``rows`` rows of ``size`` bytes."""
+        return rows >= self.max_rows or (rows > 0 and size + row_bytes > self.max_bytes)
+
+
+def shard_ranges(row_bytes: SequenceOf[int], limits: ShardLimits) -> list[tuple[int, int]]:
+    """``[(start, stop), ...]``: the rows of each shard of a split whose rows have ``row_bytes`` bytes."""
+    ranges, start, size = [], 0, 0
+    for index, nbytes in enumerate(row_bytes):
+        if limits.starts_new_shard(index - start, size, nbytes):
+            ranges.append((start, index))
+            start, size = index, 0
+        size += nbytes
+    if len(row_bytes) > start:
+        ranges.append((start, len(row_bytes)))
+    return ranges
+
+
+def shard_name(split: str, index: int) -> str:
+    """``<split>-NNNNN.parquet``, the file name of shard ``index`` of ``split``."""
+    return f"{split}-{index:05d}.parquet"
 
 
 def pair_features(hr_shape: tuple[int, int, int], lr_shape: tuple[int, int, int]) -> Features:
@@ -169,6 +205,7 @@ class _ShardWriter:
     limits: ShardLimits
     written: list[Path] = field(default_factory=list)
     rows: int = 0
+    first_index: int = 0
     _buffer: list[PairRecord] = field(default_factory=list)
     _buffer_bytes: int = 0
     _writer: pq.ParquetWriter | None = None
@@ -178,10 +215,7 @@ class _ShardWriter:
 
     def add(self, record: PairRecord) -> None:
         size = record.hr.nbytes + record.lr.nbytes
-        shard_full = self._shard_rows >= self.limits.max_rows or (
-            self._shard_rows > 0 and self._shard_bytes + size > self.limits.max_bytes
-        )
-        if shard_full:
+        if self.limits.starts_new_shard(self._shard_rows, self._shard_bytes, size):
             self._close_shard()
         self._buffer.append(record)
         self._buffer_bytes += size
@@ -216,7 +250,7 @@ class _ShardWriter:
         self._writer, self._file, self._shard_rows, self._shard_bytes = None, None, 0, 0
 
     def _final(self) -> Path:
-        return self.folder / f"{self.split}-{len(self.written):05d}.parquet"
+        return self.folder / shard_name(self.split, self.first_index + len(self.written))
 
     def close(self) -> list[Path]:
         """Finish the last shard; return every shard written."""
@@ -269,6 +303,32 @@ def write_config(
     counts = {split: writers[split].rows if split in writers else 0 for split in splitter.names}
     log.info("%s: wrote %s", config, counts)
     return counts
+
+
+def write_shard(
+    records: SequenceOf[PairRecord], folder: Path, split: str, index: int, limits: ShardLimits
+) -> Path:
+    """Write ``records`` as the one shard ``<folder>/<split>-<index>.parquet`` (atomically); its path.
+
+    Raises :class:`WriterError` if they do not fit one shard under ``limits`` (see :func:`shard_ranges`),
+    and what :func:`validate_record` raises for a bad record.
+    """
+    path = folder / shard_name(split, index)
+    if not records:
+        raise WriterError(f"{path}: a shard needs at least one row")
+    if len(shard_ranges([r.hr.nbytes + r.lr.nbytes for r in records], limits)) != 1:
+        raise WriterError(f"{path}: {len(records)} rows do not fit one shard under {limits}")
+    features = pair_features(records[0].hr.shape, records[0].lr.shape)
+    writer = _ShardWriter(folder, split, features, limits, first_index=index)
+    try:
+        for record in records:
+            validate_record(record, tuple(features["hr"].shape))
+            writer.add(record)
+        writer.close()
+    except BaseException:
+        writer.abort()
+        raise
+    return path
 
 
 def _remove_stale_shards(folder: Path, keep: set[Path]) -> None:
