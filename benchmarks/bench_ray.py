@@ -274,6 +274,8 @@ def main() -> None:
             _config(naip, model, root / "local" / "sen2naip", args), _runner("local", args, 1, 0)
         )
         shutil.rmtree(root / "local")
+        if args.device == "cuda":
+            torch.cuda.empty_cache()  # the driver's cached blocks would otherwise be held from the actors
         base = local["tiles"] / sum(local["seconds"].values())
         print(
             f"{'backend':<20}{'tiles':>7}{'embed s':>8}{'select':>8}{'degrade':>9}{'total s':>9}"
