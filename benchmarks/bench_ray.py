@@ -20,7 +20,7 @@ is given, else a Degradation with seeded random weights (the published architect
 not depend on the weights) saved to a temporary folder. The script prints which.
 
     python benchmarks/bench_ray.py                                   # CPU: 1 and 2 workers, the sample
-    python benchmarks/bench_ray.py --device cuda --actors-per-gpu 1 2   # GPU machine, 10,240 tiles
+    python benchmarks/bench_ray.py --device cuda --actors-per-gpu 1 2   # GPU machine, 8,192 tiles
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import logging
 import os
 import shutil
 import sys
@@ -60,6 +61,8 @@ PRESETS: dict[str, dict] = {
         "batch": 64,
     },
 }
+#: Mosaic images by default (× ``--tiles-per-image`` 256 = 8,192 tiles: Ray's fixed costs stay small).
+MOSAIC_IMAGES = 32
 #: Seed of the mosaic's layout and of the random-weight Degradation.
 SEED = 0
 
@@ -177,7 +180,7 @@ def prepare_input(args: argparse.Namespace, root: Path) -> tuple[Path, str]:
     tiles = load_tiles_npy(args.tiles_npy)
     if args.tile_size is None:
         args.tile_size = tiles.shape[-1]
-    images = args.images or 40
+    images = args.images or MOSAIC_IMAGES
     start = time.perf_counter()
     make_mosaic(tiles, naip, images, args.tiles_per_image, SEED)
     took = time.perf_counter() - start
@@ -205,7 +208,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--tiles-npy", type=Path, help="mosaic input from these tiles (cuda default: .devcarry)"
     )
-    parser.add_argument("--images", type=int, default=0, help="NAIP images (sample: 0 = all; mosaic: 40)")
+    parser.add_argument("--images", type=int, default=0, help="NAIP images (sample: 0 = all; mosaic: 0 = 32)")
     parser.add_argument("--tiles-per-image", type=int, default=256)
     parser.add_argument("--tile-size", type=int)
     parser.add_argument("--size", type=int, help="tiles selected (and degraded)")
@@ -250,12 +253,16 @@ def _row(label: str, got: dict, base: float, same: str) -> str:
     total = sum(s.values())
     rate = got["tiles"] / total
     steps = f"{s['embed']:>8.1f}{s['select']:>8.1f}{s['degrade']:>9.1f}"
-    return f"{label:<20}{got['tiles']:>7}{steps}{total:>9.1f}{rate:>9.1f}{rate / base:>8.2f}x  {same}"
+    rates = f"{got['tiles'] / s['embed']:>9.1f}{got['selected'] / s['degrade']:>9.1f}"
+    return f"{label:<20}{got['tiles']:>7}{steps}{total:>9.1f}{rates}{rate:>9.1f}{rate / base:>8.2f}x  {same}"
 
 
 def main() -> None:
     args = _args()
     import ray
+    import ray.data
+
+    logging.getLogger("ray.data").setLevel(logging.WARNING)  # its per-operator progress lines
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     with tempfile.TemporaryDirectory(prefix="bench_ray_") as tmp:
@@ -279,20 +286,21 @@ def main() -> None:
         base = local["tiles"] / sum(local["seconds"].values())
         print(
             f"{'backend':<20}{'tiles':>7}{'embed s':>8}{'select':>8}{'degrade':>9}{'total s':>9}"
-            f"{'tiles/s':>9}{'vs local':>9}  same checkpoints as local"
+            f"{'embed/s':>9}{'degr./s':>9}{'tiles/s':>9}{'vs local':>9}  same checkpoints as local"
         )
         print(_row("local", local, base, "-"))
-        for label, per_gpu, workers in _variants(args):
+        for index, (label, per_gpu, workers) in enumerate(_variants(args)):
+            folder = root / f"ray-{index}"
             if args.device == "cpu":
                 ray.init(num_cpus=workers + 1, include_dashboard=False, log_to_driver=False)
             try:
                 got = run_stage(
-                    _config(naip, model, root / label.replace(" ", "_") / "sen2naip", args),
+                    _config(naip, model, folder / "sen2naip", args),
                     _runner("ray", args, per_gpu, workers),
                 )
             finally:
                 ray.shutdown()
-            shutil.rmtree(root / label.replace(" ", "_"))
+            shutil.rmtree(folder)
             equal = sum(got["digests"].get(n) == d for n, d in local["digests"].items())
             same = f"{equal}/{len(local['digests'])} " + (
                 "EQUAL" if got["digests"] == local["digests"] else "DIFFER"

@@ -17,7 +17,10 @@ if [ ${#archives[@]} -eq 0 ]; then
     echo "install.sh: no .tar.xz bundle in $bundles (run benchmarks/device/pack_wheels.py first)" >&2
     exit 1
 fi
-for archive in "${archives[@]}"; do tar -xJf "$archive" -C "$unpacked"; done
+# Python's tarfile (lzma) rather than tar -J: no xz binary needed there.
+"$python" -c 'import sys, tarfile
+for a in sys.argv[2:]:
+    with tarfile.open(a) as t: t.extractall(sys.argv[1], filter="data")' "$unpacked" "${archives[@]}"
 mapfile -t wanted < <("$python" "$here/select_wheels.py" "$unpacked"/*.whl)
 mkdir -p "$site"
 if [ ${#wanted[@]} -gt 0 ]; then

@@ -11,7 +11,8 @@ rasterio, pydantic, open_clip, smp, timm, jsonschema or pystac. This script
    :data:`DROP` are left out (ray's Java jars, the dashboard's web build and the libraries the Ray
    Data path never imports) and ELF files (``.so``, ray's ``raylet``/``gcs_server``) go through
    ``strip --strip-unneeded`` (debug and local symbols only; the dynamic symbol table stays);
-3. writes one ``.tar.xz`` per bundle into ``--out`` (gitignored ``.devwheels/``) and prints sizes.
+3. writes one ``.tar.xz`` per bundle into ``--out`` (gitignored ``.devwheels/``, nothing else there:
+   carry that folder) and prints sizes; downloads and repacked wheels stay in ``--work``.
 
 ``benchmarks/device/install.sh`` unpacks the bundles on the GPU machine and pip-installs into
 ``/tmp/site`` the wheels whose distribution is missing there or older.
@@ -104,6 +105,8 @@ DROP: dict[str, tuple[str, ...]] = {
         "ray/train/",
     ),
 }
+#: Downloaded and repacked wheels (outside the repository: only the bundles travel).
+WORK_DIR: Path = Path(tempfile.gettempdir()) / "sen2naip-devwheels"
 #: xz preset of the bundles (9 with the "extreme" flag: slowest, smallest).
 XZ_PRESET: int = 9 | lzma.PRESET_EXTREME
 ELF_MAGIC: bytes = b"\x7fELF"
@@ -233,11 +236,16 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--python", default="3.12", help="CPython version of the target (3.12: GPU machine)")
-    parser.add_argument("--out", type=Path, default=REPO_ROOT / ".devwheels")
+    parser.add_argument("--out", type=Path, default=REPO_ROOT / ".devwheels", help="where the bundles go")
+    parser.add_argument(
+        "--work", type=Path, default=WORK_DIR, help="downloaded and repacked wheels (kept out of --out)"
+    )
     parser.add_argument("--no-strip", action="store_true", help="keep the ELF files' symbols")
     parser.add_argument("--also", type=Path, nargs="*", default=[REPO_ROOT / ".devcarry" / "tiles.npy"])
     args = parser.parse_args()
-    downloads, repacked = args.out / f"download-cp{args.python.replace('.', '')}", args.out / "wheels"
+    tag = f"cp{args.python.replace('.', '')}"
+    downloads, repacked = args.work / f"download-{tag}", args.work / f"wheels-{tag}"
+    args.out.mkdir(parents=True, exist_ok=True)
     downloads.mkdir(parents=True, exist_ok=True)
     repacked.mkdir(parents=True, exist_ok=True)
     total = 0
