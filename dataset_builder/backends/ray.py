@@ -32,11 +32,12 @@ On GPUs (what matters, measured in ``benchmarks/SCALING.md``):
 * **The cluster this backend starts** (no ``--address``): no dashboard, logs not forwarded to the
   driver, its session files under :data:`RAY_TEMP_DIR` (``$RAY_TMPDIR`` or ``/tmp/ray``: Unix socket
   paths must stay under 108 bytes), and an object store of :attr:`RayOptions.object_store_bytes`
-  (default :data:`OBJECT_STORE_BYTES` = 4 GiB: a few degrade batches in flight per actor, at batch
-  256 about 0.5 GB each; Ray puts it in ``/dev/shm`` and falls back to disk, slower, with a warning,
-  when ``/dev/shm`` is smaller).
+  (default :data:`OBJECT_STORE_BYTES` = 4 GiB: Ray Data keeps a few tasks in flight per actor, and a
+  degrade task returns ~2 MB a tile, 128 MB at ``batch_size`` 64, 0.5 GB at 256; Ray puts the store
+  in ``/dev/shm`` and falls back to disk, slower, with a warning, when ``/dev/shm`` is smaller).
 * Fixed costs are paid per step: each step's pool starts its actors (import torch and open_clip,
-  CUDA context) and loads its model on the first task, ~10 s; they vanish in builds of many tiles.
+  CUDA context) and loads its model on the first task (~10-15 s for two CPU pools, measured on 2
+  cores); they vanish in builds of many tiles.
 """
 
 from __future__ import annotations
