@@ -20,7 +20,7 @@ is given, else a Degradation with seeded random weights (the published architect
 not depend on the weights) saved to a temporary folder. The script prints which.
 
     python benchmarks/bench_ray.py                                   # CPU: 1 and 2 workers, the sample
-    python benchmarks/bench_ray.py --device cuda --actors-per-gpu 1 2   # GPU machine, 8,192 tiles
+    python benchmarks/bench_ray.py --device cuda --actors-per-gpu 2 1   # GPU machine, 6,144 tiles
 """
 
 from __future__ import annotations
@@ -61,8 +61,8 @@ PRESETS: dict[str, dict] = {
         "batch": 64,
     },
 }
-#: Mosaic images by default (× ``--tiles-per-image`` 256 = 8,192 tiles: Ray's fixed costs stay small).
-MOSAIC_IMAGES = 32
+#: Mosaic images by default (× ``--tiles-per-image`` 256 = 6,144 tiles: Ray's fixed costs stay small).
+MOSAIC_IMAGES = 24
 #: Seed of the mosaic's layout and of the random-weight Degradation.
 SEED = 0
 
@@ -208,7 +208,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--tiles-npy", type=Path, help="mosaic input from these tiles (cuda default: .devcarry)"
     )
-    parser.add_argument("--images", type=int, default=0, help="NAIP images (sample: 0 = all; mosaic: 0 = 32)")
+    parser.add_argument("--images", type=int, default=0, help="NAIP images (sample: 0 = all; mosaic: 0 = 24)")
     parser.add_argument("--tiles-per-image", type=int, default=256)
     parser.add_argument("--tile-size", type=int)
     parser.add_argument("--size", type=int, help="tiles selected (and degraded)")
