@@ -17,6 +17,27 @@ backend run on two machines.
 On a remote cluster (``--address``) the workers must be able to import this package and read the input
 paths (a shared filesystem mounted at the same path); checkpoints and the dataset are written by the
 driver only.
+
+On GPUs (what matters, measured in ``benchmarks/SCALING.md``):
+
+* **Actors per GPU.** Each pool has :attr:`RayOptions.actors_per_gpu` actors per GPU (default
+  :data:`ACTORS_PER_GPU` = 2), each asking for ``1 / actors_per_gpu`` of a GPU, so one actor reads
+  its tiles, runs CLIP's CPU preprocessing and encodes its checkpoint while the other computes.
+  Each actor holds its own CUDA context and models (CLIP ViT-B-32 ~0.6 GB, the Degradation ~0.1 GB,
+  plus activations of one batch): memory is not the limit on an 80-140 GB card.
+* **What crosses the object store.** A task carries only its arguments (an image path, or a batch's
+  tile windows: path, row, column, id; a few hundred bytes a tile); the actor reads the pixels
+  itself. What comes back is the checkpoint's bytes: ~2 KB a tile for an embedding (ViT-B-32, 512
+  float32) and ~2 MB a tile for a degraded record (its HR at uint16 and its LR), written by the driver.
+* **The cluster this backend starts** (no ``--address``): no dashboard, logs not forwarded to the
+  driver, its session files under :data:`RAY_TEMP_DIR` (``$RAY_TMPDIR`` or ``/tmp/ray``: Unix socket
+  paths must stay under 108 bytes), and an object store of :attr:`RayOptions.object_store_bytes`
+  (default :data:`OBJECT_STORE_BYTES` = 4 GiB: Ray Data keeps a few tasks in flight per actor, and a
+  degrade task returns ~2 MB a tile, 128 MB at ``batch_size`` 64, 0.5 GB at 256; Ray puts the store
+  in ``/dev/shm`` and falls back to disk, slower, with a warning, when ``/dev/shm`` is smaller).
+* Fixed costs are paid per step: each step's pool starts its actors (import torch and open_clip,
+  CUDA context) and loads its model on the first task (~10-15 s for two CPU pools, measured on 2
+  cores); they vanish in builds of many tiles.
 """
 
 from __future__ import annotations
@@ -37,12 +58,18 @@ from dataset_builder.core.context import BuildContext
 from dataset_builder.core.errors import BuildError
 from dataset_builder.core.plan import Step, Task, check_step, run_task
 
-__all__ = ["INSTALL_HINT", "RayBackend", "RayOptions", "TaskActor", "require_ray"]
+__all__ = ["INSTALL_HINT", "RayBackend", "RayOptions", "TaskActor", "pool_size", "require_ray"]
 
 #: What to run when Ray is missing.
 INSTALL_HINT: str = "pip install 'sen2naip-hub[ray]'"
 #: CPUs each actor asks Ray for.
 CPUS_PER_WORKER: float = 1.0
+#: Actors sharing one GPU by default (each asks for 1 / this of it), so reads overlap compute.
+ACTORS_PER_GPU: int = 2
+#: Object store of a local cluster started by the backend (see the module docstring).
+OBJECT_STORE_BYTES: int = 4 * 2**30
+#: Where a local cluster started by the backend keeps its session files (sockets, logs, spilled objects).
+RAY_TEMP_DIR: str = os.environ.get("RAY_TMPDIR", "/tmp/ray")
 
 
 @dataclass(frozen=True)
@@ -52,16 +79,41 @@ class RayOptions:
     Attributes:
         address: a Ray cluster address (``ray://host:10001``, ``auto``), or None for the cluster this
             process is already connected to, else a new local one.
-        workers: actors in each pool; None: one per GPU of the cluster when it has GPUs and the
-            build's device is not ``cpu``, else one.
+        workers: actors in each pool; None: ``actors_per_gpu`` per GPU of the cluster when it has
+            GPUs and the build's device is not ``cpu``, else one.
         torch_threads: CPU threads of torch inside each actor; None: the driver's
             ``torch.get_num_threads()``. CPU results depend on it (parallel reductions sum in another
             order), so the default is what makes a CPU Ray build equal a local CPU build.
+        actors_per_gpu: actors sharing one GPU; each asks Ray for ``1 / actors_per_gpu`` GPU.
+        object_store_bytes: object store of a local cluster this backend starts (ignored when it
+            connects to a running one).
     """
 
     address: str | None = None
     workers: int | None = None
     torch_threads: int | None = None
+    actors_per_gpu: int = ACTORS_PER_GPU
+    object_store_bytes: int = OBJECT_STORE_BYTES
+
+    def __post_init__(self) -> None:
+        for name in ("workers", "torch_threads", "actors_per_gpu", "object_store_bytes"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise BuildError(f"ray option {name} must be a positive integer, found {value}")
+
+
+def pool_size(options: RayOptions, cluster_gpus: float, device: str) -> tuple[int, float]:
+    """Actors of a pool and the GPU share of each (0.0: CPU actors).
+
+    >>> pool_size(RayOptions(), cluster_gpus=1, device="cuda")
+    (2, 0.5)
+    >>> pool_size(RayOptions(workers=3), cluster_gpus=0, device="auto")
+    (3, 0.0)
+    """
+    gpus = int(cluster_gpus)
+    if gpus == 0 or device == "cpu":
+        return options.workers or 1, 0.0
+    return options.workers or gpus * options.actors_per_gpu, 1.0 / options.actors_per_gpu
 
 
 def require_ray() -> None:
@@ -103,7 +155,15 @@ class RayBackend:
 
         if self._started or ray.is_initialized():
             return
-        ray.init(address=self.options.address, include_dashboard=False, log_to_driver=False)
+        local = (
+            {}
+            if self.options.address
+            else {
+                "object_store_memory": self.options.object_store_bytes,
+                "_temp_dir": RAY_TEMP_DIR,
+            }
+        )
+        ray.init(address=self.options.address, include_dashboard=False, log_to_driver=False, **local)
         context.echo(f"ray: connected to {self.options.address or 'a new local cluster'}")
         self._started = True
 
@@ -112,15 +172,13 @@ class RayBackend:
         import ray
         import ray.data
 
-        gpus = int(ray.cluster_resources().get("GPU", 0))
-        use_gpu = gpus > 0 and config.device != "cpu"
-        workers = self.options.workers or (gpus if use_gpu else 1)
+        workers, gpu_share = pool_size(self.options, ray.cluster_resources().get("GPU", 0), config.device)
         args: dict[str, Any] = {
             "compute": ray.data.ActorPoolStrategy(size=workers),
             "num_cpus": CPUS_PER_WORKER,
         }
-        if use_gpu:
-            args["num_gpus"] = 1
+        if gpu_share:
+            args["num_gpus"] = gpu_share
         return args
 
     def execute(
