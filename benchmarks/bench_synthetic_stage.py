@@ -68,7 +68,12 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--device", default="cuda")
     p.add_argument("--batch", type=int, default=256, help="degradation batch")
     p.add_argument("--embed-batch", type=int, default=256, help="CLIP batch")
-    p.add_argument("--precision", choices=["fp32", "bf16"], default=None, help="U-Net (bf16; fp32 on CPU)")
+    p.add_argument(
+        "--precision",
+        choices=["fp32", "bf16", "fp16"],
+        default=None,
+        help="U-Net (default bf16; fp32 on CPU)",
+    )
     p.add_argument("--compile", action="store_true", help="torch.compile the degradation")
     p.add_argument("--clip-model", default="ViT-B-32")
     p.add_argument("--clusters", type=int, default=50)

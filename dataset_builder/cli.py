@@ -95,7 +95,7 @@ def build(
     ] = None,
     batch_size: Annotated[int | None, typer.Option(help="Tiles per degradation batch.")] = None,
     precision: Annotated[
-        str | None, typer.Option(help="Degradation U-Net precision: fp32 (as published) or bf16 (faster).")
+        str | None, typer.Option(help="Degradation U-Net precision: fp32 (as published), bf16 or fp16.")
     ] = None,
     compile: Annotated[
         bool | None,

@@ -58,10 +58,15 @@ def degrade(
     hr_out: Annotated[Path | None, typer.Option(help="Also write the harmonized HR here.")] = None,
     batch_size: Annotated[int, typer.Option(min=1)] = 8,
     precision: Annotated[
-        str, typer.Option(help="U-Net precision: fp32 (as published) or bf16 (faster).")
+        str,
+        typer.Option(help="U-Net precision: fp32 (as published), fp16 or bf16 (faster; fp16 more accurate)."),
     ] = "fp32",
     compile: Annotated[
-        bool, typer.Option("--compile/--no-compile", help="torch.compile the U-Net and histogram matching.")
+        bool,
+        typer.Option(
+            "--compile/--no-compile",
+            help="Fold BatchNorm into the U-Net and torch.compile it and the histogram matching (GPU).",
+        ),
     ] = False,
     tile: Annotated[int, typer.Option(min=16, help="Tile size in HR pixels.")] = 512,
     nodata: Annotated[

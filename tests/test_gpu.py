@@ -120,3 +120,35 @@ def test_bf16_pipeline_uses_the_exact_histogram_path(models, tiles):
         harm.precision = "fp32"
     assert target.dtype == torch.bfloat16
     assert torch.allclose(counted, sorted_, atol=1e-6, rtol=0)
+
+
+def _lr_without_noise(model: Degradation, x: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        return model(x, noise=False).lr.float().cpu()
+
+
+def test_fused_unet_equals_the_published_one_on_the_gpu(models, tiles):
+    """Folding the BatchNorms and the padding into the convolutions changes only float rounding."""
+    gpu_model = models[1]
+    x = tiles.cuda()
+    published = _lr_without_noise(gpu_model, x)
+    gpu_model.harmonization.fuse()
+    try:
+        fused = _lr_without_noise(gpu_model, x)
+    finally:
+        gpu_model.harmonization.unfuse()
+    assert torch.allclose(published, fused, atol=1e-4, rtol=0)
+
+
+def test_fast_gpu_path_stays_within_one_8bit_level_of_fp32(reference_dir, models, tiles):
+    """The fast path (fused U-Net, compiled, fp16; ``sen2naip degrade --precision fp16 --compile``)
+    against the fp32 eager pipeline: p99.9 of |ΔLR| ≤ 1/255 (the issue's bound), mean ≤ 1e-3."""
+    x = tiles.cuda()
+    reference = _lr_without_noise(models[1], x)
+    fast = Degradation.from_pretrained(reference_dir / "sen2naip-degradation", map_location="cuda")
+    fast.harmonization.precision = "fp16"
+    fast.compile(dynamic=False)
+    assert fast.harmonization.fused
+    error = (_lr_without_noise(fast, x) - reference).abs().flatten()
+    assert float(torch.quantile(error[:: max(1, error.numel() // 2**24)], 0.999)) <= 1 / 255
+    assert float(error.mean()) <= 1e-3

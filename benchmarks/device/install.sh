@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install the bundles of benchmarks/device/pack_wheels.py on the GPU machine (no registry there):
 # unpack every .tar.xz, pip-install into SITE the wheels whose distribution is missing or older
-# (select_wheels.py), then import what the Ray build needs and print where each package comes from.
+# (select_wheels.py), then import what the builds need and print where each package comes from (or ABSENT).
 #
 #   bash benchmarks/device/install.sh [BUNDLES=.devwheels] [SITE=/tmp/site] && export PYTHONPATH=/tmp/site:$PWD
 set -euo pipefail
@@ -30,8 +30,12 @@ fi
 PYTHONPATH="$site${PYTHONPATH:+:$PYTHONPATH}" "$python" - <<'PY'
 import importlib
 for name in ("ray", "ray.data", "rasterio", "pydantic", "open_clip", "segmentation_models_pytorch",
-             "timm", "pystac_client", "sklearn", "torch", "numpy", "pandas", "pyarrow"):
-    module = importlib.import_module(name)
+             "timm", "pystac_client", "datasets", "sklearn", "torch", "numpy", "pandas", "pyarrow"):
+    try:  # a call may carry only some bundles: what is absent is said, the program that needs it fails
+        module = importlib.import_module(name)
+    except ImportError as error:
+        print(f"  {name:<28} ABSENT       {error}")
+        continue
     print(f"  {name:<28} {getattr(module, '__version__', ''):<12} {module.__file__}")
 PY
 echo "installed ${#wanted[@]} wheels into $site"

@@ -88,6 +88,9 @@ BUNDLES: dict[str, tuple[str, ...]] = {
         "pystac-core==1.15.2",
         "pystac-client==0.9.1",
     ),
+    # the write stage's parquet shards and dataset card (datasets: dill, multiprocess; its other
+    # dependencies, pyarrow, pandas, fsspec, huggingface_hub, xxhash, are on the GPU machine).
+    "write": ("datasets==5.2.0", "dill==0.4.1", "multiprocess==0.70.19"),
 }
 #: Path prefixes left out of a distribution's wheel (key: the wheel file name's first part).
 #: ray: the Java jars (34.5 MB) and the dashboard's web client (9 MB) are never loaded by a Python
@@ -242,6 +245,13 @@ def main() -> None:
     )
     parser.add_argument("--no-strip", action="store_true", help="keep the ELF files' symbols")
     parser.add_argument("--also", type=Path, nargs="*", default=[REPO_ROOT / ".devcarry" / "tiles.npy"])
+    parser.add_argument(
+        "--bundles",
+        nargs="*",
+        choices=sorted(BUNDLES),
+        default=sorted(BUNDLES),
+        help="which bundles to (re)build",
+    )
     args = parser.parse_args()
     tag = f"cp{args.python.replace('.', '')}"
     downloads, repacked = args.work / f"download-{tag}", args.work / f"wheels-{tag}"
@@ -249,7 +259,8 @@ def main() -> None:
     downloads.mkdir(parents=True, exist_ok=True)
     repacked.mkdir(parents=True, exist_ok=True)
     total = 0
-    for bundle, specs in BUNDLES.items():
+    for bundle in args.bundles:
+        specs = BUNDLES[bundle]
         download(specs, downloads, args.python)
         wheels = []
         for spec in specs:

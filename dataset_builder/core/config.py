@@ -38,6 +38,7 @@ from dataset_builder.core.facts import (
     STAC_PRESETS,
 )
 from dataset_builder.core.splits import DEFAULT_FRACTIONS, DEFAULT_SALT, RoiSplitter, SplitError
+from sen2naip_hub.constants import UNET_PRECISIONS
 
 __all__ = [
     "SIMULATION_KINDS",
@@ -265,7 +266,9 @@ class BuildConfig(_Section):
     device: str = Field("auto", pattern=f"^({DEVICE_PATTERN})$", description="auto, cpu, cuda or cuda:N.")
     seed: int = Field(0, description="Seeds every random step.")
     batch_size: int = Field(16, gt=0, description="Tiles per degradation batch.")
-    precision: Literal["fp32", "bf16"] = Field("fp32", description="Degradation U-Net precision.")
+    precision: Literal[UNET_PRECISIONS] = Field(
+        "fp32", description="Degradation U-Net precision: fp32 (as published), bf16 or fp16."
+    )
     compile: bool = Field(False, description="torch.compile the degradation (GPUs, large builds).")
     sources: SourcesConfig = Field(default_factory=SourcesConfig, description="Inputs.")
     cross_sensor: CrossSensorStageConfig = Field(default_factory=CrossSensorStageConfig, description="")

@@ -83,7 +83,7 @@ class HarmonizationModel(
 
     @property
     def precision(self) -> str:
-        """The U-Net's precision, ``fp32`` or ``bf16``; may be changed after loading."""
+        """The U-Net's precision, ``fp32``, ``bf16`` or ``fp16``; may be changed after loading."""
         return self._precision
 
     @precision.setter
