@@ -39,14 +39,20 @@ from sen2naip_hub.sensors import (
 )
 
 __all__ = [
+    "ALL_NODATA",
     "Raster",
     "RasterInfo",
     "lr_transform",
     "read_info",
     "read_raster",
+    "read_windows",
     "stored_counts",
     "write_raster",
 ]
+
+
+#: Why a window or image with no valid pixel is refused (the message of its AllNodataError).
+ALL_NODATA: str = "every pixel is nodata"
 
 
 @dataclass(frozen=True)
@@ -161,27 +167,65 @@ def read_raster(
         InvalidImageError: not 4 bands (or bad ``bands``), reflectance outside [0, 1], ``nodata`` not
             representable in the file's dtype, or no valid pixel.
     """
+    (raster,) = read_windows(path, [window], sensor, nodata, bands, scale)
+    if not np.isfinite(raster.data).any():
+        raise AllNodataError(f"{path}: {ALL_NODATA}")
+    return raster
+
+
+def read_windows(
+    path: str | os.PathLike,
+    windows: Sequence[Window | None],
+    sensor: Sensor = NAIP,
+    nodata: float | None = None,
+    bands: Sequence[int] | None = None,
+    scale: float | None = None,
+) -> list[Raster]:
+    """Several windows of one image, each read as :func:`read_raster` reads one, through one open file.
+
+    Opening a GeoTIFF costs more Python (hence GIL) time than reading a tile's window from it: readers
+    of many tiles of one image (the builder's tilers, in threads) should ask for them together. A window
+    without a valid pixel comes back all NaN (where :func:`read_raster` raises
+    :class:`~sen2naip_hub.errors.AllNodataError`). Raises what :func:`read_raster` raises otherwise.
+    """
     info = read_info(path)
     indexes = _band_indexes(info, sensor, bands)
     if nodata is not None:
         _check_nodata_fits(nodata, info)
+    found = tuple(info.band_names[i - 1] for i in indexes)
+    names = tuple(name or default for name, default in zip(found, sensor.all_bands, strict=True))
+    rasters = []
     try:
         with _quiet_rasterio_context(), rasterio.open(info.path) as src:
-            counts = src.read(indexes, window=window)
-            valid = _valid_pixels(src, counts, window, info.nodata if nodata is None else nodata)
+            for window in windows:
+                data = _read_window(src, info, indexes, window, nodata, sensor, scale)
+                transform = (
+                    info.transform if window is None else rasterio.windows.transform(window, info.transform)
+                )
+                rasters.append(Raster(data=data, crs=info.crs, transform=transform, band_names=names))
     except RasterioError as err:
         raise UnreadableFileError(f"{info.path}: corrupt or truncated ({_first_line(err)})") from err
+    return rasters
+
+
+def _read_window(
+    src,
+    info: RasterInfo,
+    indexes: list[int],
+    window: Window | None,
+    nodata: float | None,
+    sensor: Sensor,
+    scale: float | None,
+) -> np.ndarray:
+    """One window of an open file as reflectance, nodata NaN (see :func:`read_raster`)."""
+    counts = src.read(indexes, window=window)
+    valid = _valid_pixels(src, counts, window, info.nodata if nodata is None else nodata)
     if valid is not None and counts.dtype.kind == "f":
         counts[:, ~valid] = np.nan  # a float nodata value such as -9999 is no reflectance to check
     data = _to_reflectance(counts, sensor, info.path, scale)
     if valid is not None:
         data[:, ~valid] = np.nan
-    if not np.isfinite(data).any():
-        raise AllNodataError(f"{info.path}: every pixel is nodata")
-    transform = info.transform if window is None else rasterio.windows.transform(window, info.transform)
-    found = tuple(info.band_names[i - 1] for i in indexes)
-    names = tuple(name or default for name, default in zip(found, sensor.all_bands, strict=True))
-    return Raster(data=data, crs=info.crs, transform=transform, band_names=names)
+    return data
 
 
 def _valid_pixels(src, counts: np.ndarray, window: Window | None, nodata: float | None) -> np.ndarray | None:

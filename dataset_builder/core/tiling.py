@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import math
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,17 +26,18 @@ from rasterio.windows import Window
 
 from dataset_builder.core.errors import BuildError
 from dataset_builder.core.facts import MIN_BAND_STD, SEN2NAIP_ROI_HR_PX, SYNTHETIC_MAX_NODATA_FRACTION
-from dataset_builder.core.plan import first_line
-from sen2naip_hub.errors import AllNodataError
-from sen2naip_hub.io import read_info, read_raster
+from sen2naip_hub.io import ALL_NODATA, Raster, read_info, read_windows
 from sen2naip_hub.sensors import NAIP
 
 __all__ = [
     "Tile",
     "blank_reason",
     "grid_origins",
+    "grid_rows",
     "is_blank",
     "iter_tiles",
+    "read_tile",
+    "read_tiles",
     "split_tiles",
     "world_grid_offset",
 ]
@@ -135,24 +136,42 @@ def grid_origins(path: str | Path, size: int) -> Iterator[tuple[int, int]]:
 
 def read_tile(path: Path, row: int, col: int, size: int) -> Tile | str:
     """The tile at ``(row, col)``, or the reason it is left out (all nodata, blank)."""
-    try:
-        raster = read_raster(path, NAIP, window=Window(col, row, size, size))
-    except AllNodataError as err:
-        return f"blank: {first_line(err).split(': ')[-1]}"
+    return read_tiles(path, [(row, col)], size)[0]
+
+
+def read_tiles(path: Path, origins: Sequence[tuple[int, int]], size: int) -> list[Tile | str]:
+    """The tiles at ``origins`` of one image, read through one open file (:func:`read_windows`), each a
+    :class:`Tile` or the reason it is left out (all nodata, blank)."""
+    windows = [Window(col, row, size, size) for row, col in origins]
+    rasters = read_windows(path, windows, NAIP)
+    return [_tile_or_reason(path, row, col, r) for (row, col), r in zip(origins, rasters, strict=True)]
+
+
+def _tile_or_reason(path: Path, row: int, col: int, raster: Raster) -> Tile | str:
+    if not np.isfinite(raster.data).any():
+        return f"blank: {ALL_NODATA}"
     reason = blank_reason(raster.data)
     return reason or Tile(path.stem, row, col, raster.data, raster.crs, raster.transform)
+
+
+def grid_rows(origins: Iterable[tuple[int, int]]) -> list[list[tuple[int, int]]]:
+    """``origins`` grouped by row (one group per grid row, in order): the tiles one reader reads together."""
+    rows: dict[int, list[tuple[int, int]]] = {}
+    for row, col in origins:
+        rows.setdefault(row, []).append((row, col))
+    return list(rows.values())
 
 
 def split_tiles(path: str | Path, size: int = SEN2NAIP_ROI_HR_PX) -> tuple[list[Tile], list[dict[str, str]]]:
     """The grid tiles of one image: the kept ones, and manifest entries (id, reason) of the blank ones."""
     path = Path(path)
     tiles, blanks = [], []
-    for row, col in grid_origins(path, size):
-        tile = read_tile(path, row, col, size)
-        if isinstance(tile, Tile):
-            tiles.append(tile)
-        else:
-            blanks.append({"id": tile_id(path.stem, row, col), "status": "rejected", "reason": tile})
+    for origins in grid_rows(grid_origins(path, size)):
+        for (row, col), tile in zip(origins, read_tiles(path, origins, size), strict=True):
+            if isinstance(tile, Tile):
+                tiles.append(tile)
+            else:
+                blanks.append({"id": tile_id(path.stem, row, col), "status": "rejected", "reason": tile})
     return tiles, blanks
 
 

@@ -26,7 +26,6 @@ from rasterio.windows import transform as window_transform
 from dataset_builder.core.checkpoints import Checkpoints
 from dataset_builder.core.config import BuildConfig
 from dataset_builder.core.plan import Step, Task
-from dataset_builder.core.records import PairRecord
 from dataset_builder.core.splits import RoiSplitter, spatial_roi_id
 from dataset_builder.synthetic.stage import read_hr
 from dataset_builder.write.shards import ShardLimits, shard_name, shard_ranges, write_shard
@@ -88,18 +87,17 @@ def plan_shards(
     return Step("synthetic: write shards", tuple(tasks))
 
 
-def _row(record: PairRecord, tile: dict[str, Any], size: int) -> PairRecord:
-    return dataclasses.replace(record, hr=reflectance_to_s2(read_hr(tile, size).data))
-
-
 def write_synthetic_shard(task: Task, store: Checkpoints, config: BuildConfig) -> Path | None:
     """Write one planned shard into the work folder (None when every one of its rows was rejected)."""
-    size, batches, records = config.synthetic.tile_size, {}, []
+    size, batches, records, tiles = config.synthetic.tile_size, {}, [], []
     for batch, position, tile in task.args["rows"]:
         if batch not in batches:
             batches[batch] = None if store.rejection(batch) else store.load_records(batch)[0]
         if batches[batch] is not None:
-            records.append(_row(batches[batch][position], tile, size))
+            records.append(batches[batch][position])
+            tiles.append(tile)
+    hr = read_hr(tiles, size)
+    records = [dataclasses.replace(r, hr=reflectance_to_s2(h.data)) for r, h in zip(records, hr, strict=True)]
     if not records:
         return None
     folder = store.path(task.name).parent

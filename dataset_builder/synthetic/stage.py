@@ -22,6 +22,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import math
+from concurrent.futures import Executor
 from pathlib import Path
 from typing import Any
 
@@ -37,18 +38,20 @@ from dataset_builder.core.errors import BuildError
 from dataset_builder.core.plan import Step, Task
 from dataset_builder.core.records import PairRecord
 from dataset_builder.core.splits import RoiSplitter, spatial_roi_id
-from dataset_builder.core.tiling import Tile, grid_origins, read_tile
+from dataset_builder.core.tiling import Tile, grid_origins, read_tiles
 from dataset_builder.synthetic.selection import select_diverse
-from sen2naip_hub.io import lr_transform, read_raster
+from sen2naip_hub.io import Raster, lr_transform, read_windows
 from sen2naip_hub.sensors import NAIP, reflectance_to_s2
 
 __all__ = [
+    "READ_GROUP",
     "SELECTION_CHECKPOINT",
     "load_degrade",
     "load_embed",
     "manifest_entries",
     "plan_degrade",
     "plan_embed",
+    "read_hr",
     "run_degrade",
     "run_embed",
     "select",
@@ -59,6 +62,8 @@ __all__ = [
 SELECTION_CHECKPOINT: str = "synthetic/selection.json"
 #: Bits of a tile's noise seed (torch generators take 64-bit seeds; 63 keeps it a positive int64).
 SEED_BITS: int = 63
+#: Tiles of one image one reader thread reads through one open file, at most (more files in parallel).
+READ_GROUP: int = 16
 
 
 def tile_seed(seed: int, tile_id: str) -> int:
@@ -107,24 +112,26 @@ def _embedder(context: BuildContext):
     )
 
 
-def _rgb_tile(path: Path, row: int, col: int, size: int) -> tuple[list, np.ndarray | None] | str:
-    """One grid tile: ``([id, row, col], 8-bit RGB)``, or the reason it is blank."""
+def _rgb_tiles(path: Path, origins: list[tuple[int, int]], size: int) -> list[tuple[list, np.ndarray] | str]:
+    """Grid tiles of one image (one row of the grid: one open file): each ``([id, row, col], 8-bit RGB)``,
+    or the reason it is blank."""
     from dataset_builder.synthetic.clip import rgb_counts
 
-    tile = read_tile(path, row, col, size)
-    if not isinstance(tile, Tile):
-        return tile
-    return [tile.tile_id, row, col], rgb_counts(tile.data[:3])
+    return [
+        ([tile.tile_id, tile.row, tile.col], rgb_counts(tile.data[:3])) if isinstance(tile, Tile) else tile
+        for tile in read_tiles(path, origins, size)
+    ]
 
 
 def load_embed(
     args: dict[str, Any], context: BuildContext
 ) -> tuple[list, torch.Tensor, list[dict[str, str]]]:
-    """Task loader: one image's grid tiles, read in parallel → ids, 8-bit RGB ``(N, 3, H, W)`` on the
-    device, blanks."""
+    """Task loader: one image's grid tiles, read row by row in parallel → ids, 8-bit RGB ``(N, 3, H, W)``
+    on the device, blanks."""
     path, size = Path(args["path"]), context.config.synthetic.tile_size
-    origins = list(grid_origins(path, size))
-    results = list(context.readers.map(lambda origin: _rgb_tile(path, *origin, size), origins))
+    rows = tiling.grid_rows(grid_origins(path, size))
+    results = [r for row in context.readers.map(lambda row: _rgb_tiles(path, row, size), rows) for r in row]
+    origins = [origin for row in rows for origin in row]
     kept = [r for r in results if not isinstance(r, str)]
     blanks = [
         {"id": tiling.tile_id(path.stem, row, col), "status": "rejected", "reason": r}
@@ -168,10 +175,13 @@ def select(
     if size < config.synthetic.size:
         echo(f"synthetic: only {len(ids)} non-blank tiles; selecting all of them")
     selection = select_diverse(ids, np.stack(vectors), size, clusters, seed=config.seed, device=device)
-    chosen = [
-        {"tile_id": t, "path": where[t][0], "row": where[t][1], "col": where[t][2]}
-        for t in selection.tile_ids
-    ]
+    chosen = sorted(  # in image order, so that a degradation batch reads few images
+        (
+            {"tile_id": t, "path": where[t][0], "row": where[t][1], "col": where[t][2]}
+            for t in selection.tile_ids
+        ),
+        key=lambda c: (Path(c["path"]).name, c["row"], c["col"]),
+    )
     value = {"selected": chosen, "labels": selection.labels}
     store.save_json(SELECTION_CHECKPOINT, value)
     return value
@@ -214,24 +224,34 @@ def _add_noise(model, lr: torch.Tensor, chosen: list[dict[str, Any]], seed: int,
     return torch.cat(list(context.pool("noise").map(one, indexes) if lr.is_cuda else map(one, indexes)))
 
 
-def read_hr(tile: dict[str, Any], size: int):
-    """The HR window of one selected tile (``path``, ``row``, ``col``) as a reflectance Raster."""
-    return read_raster(tile["path"], NAIP, window=Window(tile["col"], tile["row"], size, size))
+def read_hr(tiles: list[dict[str, Any]], size: int, pool: Executor | None = None) -> list[Raster]:
+    """The HR windows of selected tiles (``path``, ``row``, ``col``) as reflectance Rasters, in order:
+    each image's tiles read through one open file, :data:`READ_GROUP` at a time, the groups on ``pool``."""
+    order: dict[str, list[int]] = {}
+    for index, tile in enumerate(tiles):
+        order.setdefault(tile["path"], []).append(index)
+    groups = [ix[i : i + READ_GROUP] for ix in order.values() for i in range(0, len(ix), READ_GROUP)]
+
+    def read(group: list[int]) -> list[Raster]:
+        windows = [Window(tiles[i]["col"], tiles[i]["row"], size, size) for i in group]
+        return read_windows(tiles[group[0]]["path"], windows, NAIP)
+
+    rasters: list[Raster | None] = [None] * len(tiles)
+    for group, read_back in zip(groups, (pool.map if pool else map)(read, groups), strict=True):
+        for index, raster in zip(group, read_back, strict=True):
+            rasters[index] = raster
+    return rasters
 
 
 def load_degrade(args: dict[str, Any], context: BuildContext) -> tuple[torch.Tensor, list]:
     """Task loader: one batch's HR windows, read in parallel → reflectance ``(N, 4, H, W)`` on the device,
     geometries."""
     size, chosen = context.config.synthetic.tile_size, args["tiles"]
+    rasters = read_hr(chosen, size, context.readers)
     hr = np.empty((len(chosen), len(NAIP.all_bands), size, size), dtype=np.float32)
-
-    def read(index: int) -> tuple:
-        raster = read_hr(chosen[index], size)
+    for index, raster in enumerate(rasters):
         hr[index] = raster.data
-        return raster.crs, raster.transform
-
-    geometry = list(context.readers.map(read, range(len(chosen))))
-    return context.upload(hr), geometry
+    return context.upload(hr), [(r.crs, r.transform) for r in rasters]
 
 
 def run_degrade(args: dict[str, Any], context: BuildContext, loaded: tuple) -> bytes:
