@@ -64,7 +64,10 @@ def main() -> None:
     p.add_argument("--tiles-npy", type=Path, required=True)
     p.add_argument("--device", default="cuda")
     p.add_argument("--threads", type=int, default=16)
+    p.add_argument("--switch-interval", type=float, help="sys.setswitchinterval (s; Python's default 0.005)")
     args = p.parse_args()
+    if args.switch_interval:
+        sys.setswitchinterval(args.switch_interval)
     folder = Path(tempfile.mkdtemp(prefix="thread_probe_"))
     paths = make_mosaic(load_tiles_npy(args.tiles_npy), folder, args.threads, 64, seed=0)
     rows = [(path, row) for path in paths for row in tiling.grid_rows(tiling.grid_origins(path, SIZE))]
@@ -88,7 +91,8 @@ def main() -> None:
             np.empty((4, SIZE, SIZE), np.float32).fill(1.0)
         return 16
 
-    print(f"machine: {torch.get_num_threads()} torch threads; {args.threads} reader threads")
+    print(f"machine: {torch.get_num_threads()} torch threads; {args.threads} reader threads", end="")
+    print(f"; GIL switch interval {sys.getswitchinterval() * 1e3:g} ms")
     for name, task in (("tile reads (tiles/s)", read_row), ("HR reads + uint16 (rows/s)", read_hr)):
         report(name, rate(task), in_threads(task, args.threads), args.threads)
     one, many = rate(allocate), in_threads(allocate, args.threads)
