@@ -273,7 +273,9 @@ def test_precision_and_compile_reach_the_degradation_model(build_setup, tmp_path
         config.with_overrides({"precision": "fp32"})
     )
     assert load_config(write_yaml(tmp_path / "half.yaml", fast | {"precision": "fp16"})).precision == "fp16"
-    with pytest.raises(ConfigError, match=r"'precision': found 'fp8'; input should be 'fp32', 'bf16' or 'fp16'"):
+    with pytest.raises(
+        ConfigError, match=r"'precision': found 'fp8'; input should be 'fp32', 'bf16' or 'fp16'"
+    ):
         load_config(write_yaml(tmp_path / "bad.yaml", fast | {"precision": "fp8"}))
 
 

@@ -23,9 +23,12 @@ Echo = Callable[[str], None]
 
 #: Harmonization inside the cross-sensor ``degrade`` (see :meth:`BuildContext.degrade_noiseless`).
 CROSS_SENSOR_HARMONIZATION: str = "none"
-#: Threads reading tile windows at most (rasterio releases the GIL while it reads and decodes);
-#: fewer on a machine with fewer cores.
-MAX_READ_WORKERS: int = 16
+#: Threads reading tile windows at most (rasterio releases the GIL while it reads and decodes, numpy
+#: while it converts); fewer on a machine with fewer cores. Four, not one per core: on the 16-core GPU
+#: machine (``benchmarks/thread_probe.py``) 4 threads read as many tiles per second as 16 (464 and 470),
+#: while the thread that drives the GPU waited for the GIL 41 µs per small op pair with 4 readers
+#: running and 2,076 µs with 16 (12–15 µs alone).
+MAX_READ_WORKERS: int = 4
 
 
 class BuildContext:
