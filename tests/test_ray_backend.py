@@ -60,6 +60,8 @@ def test_ray_selects_the_same_tiles(both) -> None:
     local, remote = _selected(both["local"]["work"]), _selected(both["ray"]["work"])
     assert len(local) == 24
     assert remote == local
+    assert local == sorted(local)  # in image order (ids are <image>_r<row>_c<col>, zero-padded)
+    assert len({t.rsplit("_r", 1)[0] for t in local}) > 1  # from several images
 
 
 def test_ray_writes_byte_identical_shards_card_and_manifest(both) -> None:

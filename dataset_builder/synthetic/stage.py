@@ -175,13 +175,10 @@ def select(
     if size < config.synthetic.size:
         echo(f"synthetic: only {len(ids)} non-blank tiles; selecting all of them")
     selection = select_diverse(ids, np.stack(vectors), size, clusters, seed=config.seed, device=device)
-    chosen = sorted(  # in image order, so that a degradation batch reads few images
-        (
-            {"tile_id": t, "path": where[t][0], "row": where[t][1], "col": where[t][2]}
-            for t in selection.tile_ids
-        ),
-        key=lambda c: (Path(c["path"]).name, c["row"], c["col"]),
-    )
+    chosen = [  # in tile-id order = image by image, so that a degradation batch reads few images
+        {"tile_id": t, "path": where[t][0], "row": where[t][1], "col": where[t][2]}
+        for t in sorted(selection.tile_ids)
+    ]
     value = {"selected": chosen, "labels": selection.labels}
     store.save_json(SELECTION_CHECKPOINT, value)
     return value
