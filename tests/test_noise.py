@@ -112,3 +112,21 @@ def test_a_table_from_arrays_adds_noise(reference_noise_table):
     model = NoiseModel.from_table(torch.from_numpy(reference_noise_table), *published_noise_axes())
     noise = model.sample(torch.full((1, 4, 32, 32), 0.2), torch.Generator().manual_seed(0))
     assert float(noise.std()) > 0.001
+
+
+@pytest.mark.parametrize("mode", ["table", "gaussian"])
+def test_one_generator_per_item_equals_noising_each_item_alone(noise_model, mode):
+    x = torch.rand(5, 4, 12, 12, generator=torch.Generator().manual_seed(1), dtype=torch.float32) * 0.4
+    seeds = [11, 7, 11, 3, 99]  # a repeated seed gives a repeated draw
+    batched = noise_model.sample(x, [torch.Generator().manual_seed(s) for s in seeds], mode=mode)
+    alone = [
+        noise_model.sample(x[i : i + 1], torch.Generator().manual_seed(s), mode=mode)
+        for i, s in enumerate(seeds)
+    ]
+    assert torch.equal(batched, torch.cat(alone))
+    assert not torch.equal(batched[0], batched[1])
+
+
+def test_the_wrong_number_of_generators_is_refused(noise_model):
+    with pytest.raises(ValueError, match=r"one generator per batch item \(3\).*got 2"):
+        noise_model.sample(torch.zeros(3, 4, 4, 4), [torch.Generator(), torch.Generator()])

@@ -202,23 +202,12 @@ def plan_degrade(config: BuildConfig, selected: list[dict[str, Any]], sources: l
     return Step("synthetic: degrade", tasks)
 
 
-def _noisy(model, lr: torch.Tensor, tile_id: str, seed: int) -> torch.Tensor:
-    """One tile's noise, drawn from a CPU generator seeded by :func:`tile_seed`: the same draw whatever
-    the device (the noise model draws on its generator's device), so a GPU build's rows match a CPU's."""
-    generator = torch.Generator().manual_seed(tile_seed(seed, tile_id))
-    with torch.inference_mode():  # per thread
-        return model.noise(lr, generator)
-
-
-def _add_noise(model, lr: torch.Tensor, chosen: list[dict[str, Any]], seed: int, context: BuildContext):
-    """Each tile's own noise (one generator per tile). On a GPU the tiles go through parallel threads (the
-    CPU draws release the GIL); on the CPU one after another (torch already spreads each op over cores)."""
-
-    def one(index: int) -> torch.Tensor:
-        return _noisy(model, lr[index : index + 1], chosen[index]["tile_id"], seed)
-
-    indexes = range(len(chosen))
-    return torch.cat(list(context.pool("noise").map(one, indexes) if lr.is_cuda else map(one, indexes)))
+def _add_noise(model, lr: torch.Tensor, chosen: list[dict[str, Any]], seed: int) -> torch.Tensor:
+    """Each tile's own noise, drawn from a CPU generator seeded by :func:`tile_seed` (the build seed and
+    the tile id): the same draw whatever the device and the batch, so a GPU build's rows match a CPU's.
+    One call for the batch (one generator per tile; the draws reach the device in one copy)."""
+    generators = [torch.Generator().manual_seed(tile_seed(seed, c["tile_id"])) for c in chosen]
+    return model.noise(lr, generators)
 
 
 def read_hr(tiles: list[dict[str, Any]], size: int, pool: Executor | None = None) -> list[Raster]:
@@ -260,7 +249,7 @@ def run_degrade(args: dict[str, Any], context: BuildContext, loaded: tuple) -> b
     with torch.inference_mode():
         lr = model(hr, noise=False, harmonization=synthetic.harmonization).lr
         if synthetic.noise:
-            lr = _add_noise(model, lr, chosen, config.seed, context)
+            lr = _add_noise(model, lr, chosen, config.seed)
     lr = reflectance_to_s2(lr.float().cpu().numpy())
     size = synthetic.tile_size
     records = [

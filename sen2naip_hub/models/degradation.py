@@ -20,7 +20,7 @@ from sen2naip_hub.errors import InvalidImageError, ModelNotFoundError
 from sen2naip_hub.models.blur import BlurModel
 from sen2naip_hub.models.harmonization import HarmonizationModel
 from sen2naip_hub.models.hub import HubModel
-from sen2naip_hub.models.noise import NoiseModel
+from sen2naip_hub.models.noise import Generators, NoiseModel
 from sen2naip_hub.sensors import N_BANDS
 
 __all__ = ["COMPONENTS", "Degradation", "DegradationOutput"]
@@ -83,7 +83,7 @@ class Degradation(
         self,
         hr: torch.Tensor,
         *,
-        generator: torch.Generator | None = None,
+        generator: Generators = None,
         harmonization: str | None = None,
         noise: bool | str = True,
         return_harmonized: bool = False,
@@ -91,7 +91,9 @@ class Degradation(
         """Degrade ``hr`` ``(B, 4, H, W)`` NAIP reflectance in [0, 1] (NaN = nodata).
 
         Args:
-            generator: source of the noise; the same seed gives the same output.
+            generator: source of the noise; the same seed gives the same output. A sequence of
+                generators, one per batch item, draws each item's noise from its own (the same as
+                degrading the item alone; :func:`sen2naip_hub.models.noise.draw`).
             harmonization: override the harmonization mode (``global``, ``local``, ``none``).
             noise: ``True`` for the model's noise, ``False`` for none, or a mode name.
             return_harmonized: also return the harmonized HR.

@@ -6,6 +6,7 @@ torch, from an explicit ``torch.Generator``.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from typing import Literal, get_args
 
 import numpy as np
@@ -21,8 +22,10 @@ NOISE_MODES: tuple[str, ...] = get_args(NoiseMode)
 
 #: ``gaussian`` mode, as the published ``create_noisy_2``: noise std = this × the band's RMS reflectance.
 GAUSSIAN_RELATIVE_STD: float = 0.025
+#: The noise's source: one generator, one per batch item (see :func:`draw`), or None (torch's default).
+Generators = torch.Generator | Sequence[torch.Generator] | None
 
-__all__ = ["NOISE_MODES", "NoiseModel", "published_noise_axes", "sample_table_noise"]
+__all__ = ["NOISE_MODES", "Generators", "NoiseModel", "draw", "published_noise_axes", "sample_table_noise"]
 
 
 def published_noise_axes() -> tuple[torch.Tensor, torch.Tensor]:
@@ -32,11 +35,32 @@ def published_noise_axes() -> tuple[torch.Tensor, torch.Tensor]:
     return edges, values
 
 
-def _uniform(shape: torch.Size, generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
-    """U[0, 1) float64 drawn on the generator's device (so a CPU generator gives the same draw for a
-    CUDA input), then moved to ``device``."""
-    gen_device = generator.device if generator is not None else device
-    return torch.rand(shape, generator=generator, device=gen_device, dtype=torch.float64).to(device)
+def draw(
+    sampler: Callable[..., torch.Tensor],
+    shape: torch.Size | tuple[int, ...],
+    generator: Generators,
+    device: torch.device,
+    dtype: torch.dtype,
+) -> torch.Tensor:
+    """``sampler`` (``torch.rand`` or ``torch.randn``) of ``shape``, drawn on the generator's device (so a
+    CPU generator gives the same draw for a CUDA input), then moved to ``device``.
+
+    ``generator`` may be a sequence of generators, one per batch item (``shape[0]`` of them, on one
+    device): item ``i`` is then drawn from ``generator[i]`` alone, exactly as if it were noised by itself,
+    so its noise does not depend on the batch it is in; the draws cross to ``device`` in one copy.
+    """
+    if generator is None or isinstance(generator, torch.Generator):
+        gen_device = generator.device if generator is not None else device
+        return sampler(shape, generator=generator, device=gen_device, dtype=dtype).to(device)
+    generators = list(generator)
+    if len(generators) != shape[0] or len({g.device for g in generators}) > 1:
+        raise ValueError(
+            f"expected one generator per batch item ({shape[0]}) on one device, got {len(generators)} "
+            f"on {sorted({str(g.device) for g in generators})}"
+        )
+    item = (1, *shape[1:])
+    draws = [sampler(item, generator=g, device=g.device, dtype=dtype) for g in generators]
+    return (torch.cat(draws) if draws else torch.empty(shape, dtype=dtype)).to(device)
 
 
 def sample_table_noise(
@@ -44,13 +68,13 @@ def sample_table_noise(
     table: torch.Tensor,
     edges: torch.Tensor,
     values: torch.Tensor,
-    generator: torch.Generator | None = None,
+    generator: Generators = None,
 ) -> torch.Tensor:
     """Draw noise for every pixel of ``x`` ``(B, C, H, W)`` from ``table`` by inverse-CDF sampling.
 
     ``table`` is ``(R, K)`` (shared by all bands) or ``(C, R, K)`` (one per band): row ``r`` is
     P(noise = values[k] | reflectance bin r), bins as ``np.digitize(x, edges)`` (``R = len(edges) + 1``).
-    Rows are normalised here, so counts work as well as probabilities.
+    Rows are normalised here, so counts work as well as probabilities. ``generator``: see :func:`draw`.
     """
     per_band = table.ndim == 3
     tables = table if per_band else table[None]
@@ -71,7 +95,7 @@ def sample_table_noise(
     row = torch.bucketize(x.detach().contiguous(), edges.to(device=x.device, dtype=x.dtype), right=True)
     if per_band:
         row = row + torch.arange(x.shape[1], device=x.device).reshape(1, -1, 1, 1) * n_rows
-    key = row.to(torch.float64) + _uniform(x.shape, generator, x.device)
+    key = row.to(torch.float64) + draw(torch.rand, x.shape, generator, x.device, torch.float64)
     column = torch.searchsorted(flat, key.reshape(-1), right=True).reshape(x.shape) - row * n_values
     column = column.clamp(0, n_values - 1)
     return values.to(device=x.device, dtype=x.dtype)[column]
@@ -119,15 +143,14 @@ class NoiseModel(
         model.values.copy_(torch.as_tensor(values, dtype=torch.float64))
         return model
 
-    def sample(self, x: torch.Tensor, generator: torch.Generator | None = None, mode: str | None = None):
+    def sample(self, x: torch.Tensor, generator: Generators = None, mode: str | None = None):
         """Noise for ``x`` ``(B, 4, h, w)`` LR reflectance (not yet added)."""
         mode = self.mode if mode is None else mode
         if mode == "none":
             return torch.zeros_like(x)
         if mode == "gaussian":
             rms = torch.sqrt(torch.nanmean(x**2, dim=(-2, -1), keepdim=True))
-            draw = torch.randn(x.shape, generator=generator, device=_gen_device(generator, x), dtype=x.dtype)
-            return rms * GAUSSIAN_RELATIVE_STD * draw.to(x.device)
+            return rms * GAUSSIAN_RELATIVE_STD * draw(torch.randn, x.shape, generator, x.device, x.dtype)
         if mode == "table":
             self._check_table()
             return sample_table_noise(x, self.table, self.edges, self.values, generator)
@@ -140,7 +163,7 @@ class NoiseModel(
                 "(...) or NoiseModel.from_table(...), or use mode='none' for no noise"
             )
 
-    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None, mode: str | None = None):
+    def forward(self, x: torch.Tensor, generator: Generators = None, mode: str | None = None):
         """``x`` plus noise."""
         return x + self.sample(x, generator, mode)
 
@@ -149,7 +172,3 @@ class NoiseModel(
         p = self.table / self.table.sum(dim=-1, keepdim=True)
         mean = (p * self.values).sum(-1, keepdim=True)
         return torch.sqrt((p * (self.values - mean) ** 2).sum(-1))
-
-
-def _gen_device(generator: torch.Generator | None, x: torch.Tensor) -> torch.device:
-    return generator.device if generator is not None else x.device
