@@ -31,7 +31,7 @@ import torch
 from tqdm.auto import tqdm
 
 from sen2naip_hub.errors import AllNodataError, InvalidImageError
-from sen2naip_hub.io import lr_transform
+from sen2naip_hub.io import ALL_NODATA, lr_transform
 from sen2naip_hub.models import Degradation
 from sen2naip_hub.models.harmonization import PRECISIONS
 from sen2naip_hub.models.histogram_stream import GlobalMapping, StreamedHistograms
@@ -110,7 +110,7 @@ def degrade_file(
         )
     with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB):
         if not reader.has_data():
-            raise AllNodataError(f"{reader.path}: every pixel is nodata")
+            raise AllNodataError(f"{reader.path}: {ALL_NODATA}")
         mapping = _collect(model, reader, device, batch_size, progress) if mode == "global" else None
         return _write(model, reader, mapping, output, hr_out, noise, seed, device, batch_size, tile, progress)
 
@@ -154,7 +154,7 @@ def _collect(
     try:
         return histograms.mapping()
     except InvalidImageError:
-        raise AllNodataError(f"{reader.path}: every pixel is nodata") from None
+        raise AllNodataError(f"{reader.path}: {ALL_NODATA}") from None
 
 
 def _write(
@@ -208,7 +208,7 @@ def _write(
                 if hr_writer is not None:
                     _write_hr(hr_writer, filled[i], valid[i], t)
         if valid_pixels == 0:
-            raise AllNodataError(f"{reader.path}: every pixel is nodata")
+            raise AllNodataError(f"{reader.path}: {ALL_NODATA}")
     return StreamResult(height, width, SENTINEL2.all_bands, mapping is not None)
 
 

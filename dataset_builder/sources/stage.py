@@ -39,7 +39,7 @@ from dataset_builder.sources.signing import make_modifier, redact
 from dataset_builder.sources.stac_api import SearchRequest, item_date, search_items
 from dataset_builder.sources.stac_catalog import acquisitions_from_stac
 from sen2naip_hub.errors import AllNodataError, InvalidImageError, Sen2NaipError, UnreadableFileError
-from sen2naip_hub.io import RasterInfo, read_info, read_raster
+from sen2naip_hub.io import ALL_NODATA, RasterInfo, read_info, read_raster
 from sen2naip_hub.sensors import N_BANDS, NAIP, SENTINEL2, Sensor
 
 __all__ = ["CHECKPOINT", "check_grid", "check_input_file", "stage_sources", "usable_acquisitions"]
@@ -85,7 +85,7 @@ def check_input_file(path: Path, sensor: Sensor) -> None:
         raise InvalidImageError(f"{path}: expected bands {', '.join(sensor.all_bands)}, found {found}")
     check_grid(info, sensor)
     if not _has_valid_pixel(path, sensor, info):
-        raise InvalidImageError(f"{path}: every pixel is nodata")
+        raise InvalidImageError(f"{path}: {ALL_NODATA}")
 
 
 def _has_valid_pixel(path: Path, sensor: Sensor, info: RasterInfo) -> bool:

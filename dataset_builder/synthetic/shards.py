@@ -96,9 +96,9 @@ def write_synthetic_shard(task: Task, store: Checkpoints, config: BuildConfig) -
         if batches[batch] is not None:
             records.append(batches[batch][position])
             tiles.append(tile)
-    hr = read_hr(tiles, size)
-    records = [dataclasses.replace(r, hr=reflectance_to_s2(h.data)) for r, h in zip(records, hr, strict=True)]
     if not records:
         return None
+    hr = read_hr(tiles, size)
+    records = [dataclasses.replace(r, hr=reflectance_to_s2(h.data)) for r, h in zip(records, hr, strict=True)]
     folder = store.path(task.name).parent
     return write_shard(records, folder, task.args["split"], task.args["index"], shard_limits(config))
