@@ -26,7 +26,7 @@ from rasterio.windows import Window
 
 from dataset_builder.core.errors import BuildError
 from dataset_builder.core.facts import MIN_BAND_STD, SEN2NAIP_ROI_HR_PX, SYNTHETIC_MAX_NODATA_FRACTION
-from sen2naip_hub.io import ALL_NODATA, Raster, read_info, read_windows
+from sen2naip_hub.io import ALL_NODATA, StoredWindow, read_info, read_stored_windows
 from sen2naip_hub.sensors import NAIP
 
 __all__ = [
@@ -36,6 +36,7 @@ __all__ = [
     "grid_rows",
     "is_blank",
     "iter_tiles",
+    "read_stored_tiles",
     "read_tile",
     "read_tiles",
     "split_tiles",
@@ -80,21 +81,31 @@ def blank_reason(
     data: np.ndarray,
     max_nodata_fraction: float = SYNTHETIC_MAX_NODATA_FRACTION,
     min_std: float = MIN_BAND_STD,
+    *,
+    valid: np.ndarray | None = None,
+    scale: float = 1.0,
 ) -> str | None:
-    """Why ``data`` (``(C, H, W)`` reflectance, NaN = nodata) is blank, or None if it is not.
+    """Why ``data`` is blank, or None if it is not.
 
-    Blank: more nodata than ``max_nodata_fraction`` (or none valid), or every band's standard
-    deviation below ``min_std`` (near-constant).
+    ``data`` is ``(C, H, W)`` reflectance (NaN = nodata), or a file's stored integers with ``scale``
+    (reflectance per stored unit, e.g. 1/255 for NAIP) and ``valid`` (``(H, W)``, True where a pixel
+    has data; None: every pixel of integers, every finite one of floats). Blank: more nodata than
+    ``max_nodata_fraction`` (or none valid), or every band's standard deviation (in reflectance) below
+    ``min_std`` (near-constant).
 
     >>> blank_reason(np.full((4, 8, 8), 0.3, dtype="float32"))
     'blank: near-constant (largest band std 0.0000 < 0.0039)'
+    >>> blank_reason(np.full((4, 8, 8), 77, dtype="uint8"), scale=1 / 255)
+    'blank: near-constant (largest band std 0.0000 < 0.0039)'
     """
-    valid = np.isfinite(data).all(axis=0)
-    nodata = 1.0 - float(valid.mean())
-    if nodata > max_nodata_fraction or not valid.any():
+    if valid is None and data.dtype.kind == "f":
+        valid = np.isfinite(data).all(axis=0)
+    nodata = 0.0 if valid is None else 1.0 - float(valid.mean())
+    if nodata > max_nodata_fraction or (valid is not None and not valid.any()):
         return f"blank: nodata {nodata:.1%} > {max_nodata_fraction:.0%}"
-    values = data.reshape(data.shape[0], -1) if valid.all() else data[:, valid]  # no copy when all valid
-    spread = float(values.std(axis=1).max())
+    whole = valid is None or valid.all()
+    values = data.reshape(data.shape[0], -1) if whole else data[:, valid]  # no copy when all valid
+    spread = float(values.std(axis=1).max()) * scale
     if spread < min_std:
         return f"blank: near-constant (largest band std {spread:.4f} < {min_std:.4f})"
     return None
@@ -140,18 +151,34 @@ def read_tile(path: Path, row: int, col: int, size: int) -> Tile | str:
 
 
 def read_tiles(path: Path, origins: Sequence[tuple[int, int]], size: int) -> list[Tile | str]:
-    """The tiles at ``origins`` of one image, read through one open file (:func:`read_windows`), each a
-    :class:`Tile` or the reason it is left out (all nodata, blank)."""
+    """The tiles at ``origins`` of one image, read through one open file, each a :class:`Tile`
+    (reflectance) or the reason it is left out (all nodata, blank), as :func:`read_stored_tiles` judges."""
+    stored = read_stored_tiles(path, origins, size)
+    return [
+        tile
+        if isinstance(tile, str)
+        else Tile(path.stem, row, col, tile.to_raster(NAIP).data, tile.crs, tile.transform)
+        for (row, col), tile in zip(origins, stored, strict=True)
+    ]
+
+
+def read_stored_tiles(path: Path, origins: Sequence[tuple[int, int]], size: int) -> list[StoredWindow | str]:
+    """The tiles at ``origins`` of one image as stored (:func:`~sen2naip_hub.io.read_stored_windows`,
+    one open file), each, or the reason it is left out: all nodata, or :func:`blank_reason`. 8-bit NAIP
+    is judged on its stored counts (no reflectance made for a blank tile), other files on reflectance."""
     windows = [Window(col, row, size, size) for row, col in origins]
-    rasters = read_windows(path, windows, NAIP)
-    return [_tile_or_reason(path, row, col, r) for (row, col), r in zip(origins, rasters, strict=True)]
+    return [_stored_or_reason(window) for window in read_stored_windows(path, windows, NAIP)]
 
 
-def _tile_or_reason(path: Path, row: int, col: int, raster: Raster) -> Tile | str:
-    if not np.isfinite(raster.data).any():
+def _stored_or_reason(window: StoredWindow) -> StoredWindow | str:
+    if window.counts.dtype == np.dtype(NAIP.dtype):
+        if window.valid is not None and not window.valid.any():
+            return f"blank: {ALL_NODATA}"
+        return blank_reason(window.counts, valid=window.valid, scale=1.0 / NAIP.dn_scale) or window
+    data = window.to_raster(NAIP).data  # raises for files that are no NAIP reflectance
+    if not np.isfinite(data).any():
         return f"blank: {ALL_NODATA}"
-    reason = blank_reason(raster.data)
-    return reason or Tile(path.stem, row, col, raster.data, raster.crs, raster.transform)
+    return blank_reason(data) or window
 
 
 def grid_rows(origins: Iterable[tuple[int, int]]) -> list[list[tuple[int, int]]]:
