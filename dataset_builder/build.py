@@ -128,7 +128,7 @@ def _run_stages(
     splitter = config.splits.splitter()
     shards = synthetic_shards.plan_shards(config, selected, degrade, splitter)
     with DependentTasks(
-        shards, store, lambda task: synthetic_shards.write_synthetic_shard(task, store, config)
+        shards, store, lambda task: synthetic_shards.write_planned_shard(task, store, config, context)
     ) as writer:
         backend.execute(degrade, store, context, progress, on_saved=writer.notify)
     manifest = list(sources) + cross_sensor.manifest_entries(pairs, store, splitter)
@@ -172,6 +172,7 @@ def build_dataset(
         ) from err
     finally:
         runner.close()
+        context.close()
 
 
 def _build(

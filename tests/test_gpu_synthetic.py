@@ -111,3 +111,17 @@ def test_a_degradation_task_on_the_gpu_matches_the_cpu_path(naip_tiles, referenc
     assert np.quantile(diff, 0.999) <= GPU_P999
     if precision == "fp32":
         assert diff.max() <= FP32_MAX
+
+
+def test_naip_counts_become_the_same_reflectance_on_the_gpu() -> None:
+    """The degradation loader converts 8-bit counts on the device: value for value the CPU rule."""
+    from dataset_builder.synthetic.stage import counts_on_device
+    from sen2naip_hub.sensors import NAIP, counts_to_reflectance
+
+    counts = np.arange(256, dtype=np.uint8).reshape(1, 4, 8, 8)
+    valid = np.ones((1, 8, 8), dtype=bool)
+    valid[0, 0, :3] = False
+    expected = counts_to_reflectance(counts, NAIP)
+    expected[:, :, ~valid[0]] = np.nan
+    on_gpu = counts_on_device(torch.from_numpy(counts).cuda(), torch.from_numpy(valid).cuda())
+    np.testing.assert_array_equal(on_gpu.cpu().numpy(), expected)

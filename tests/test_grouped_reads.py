@@ -9,9 +9,10 @@ from conftest import write_geotiff
 from rasterio.windows import Window
 
 from dataset_builder.core import tiling
-from dataset_builder.synthetic.stage import read_hr
+from dataset_builder.synthetic.reads import read_hr_s2
 from sen2naip_hub.errors import AllNodataError
 from sen2naip_hub.io import ALL_NODATA, read_raster, read_windows
+from sen2naip_hub.sensors import reflectance_to_s2
 
 SIZE = 8
 
@@ -64,7 +65,7 @@ def test_read_tiles_equals_read_tile_with_the_same_reasons(tmp_path) -> None:
     assert reasons[1] == f"blank: {ALL_NODATA}"  # tile (1, 0): the reason read_raster's error gave
 
 
-def test_read_hr_keeps_the_order_of_tiles_from_several_images(tmp_path) -> None:
+def test_read_hr_s2_keeps_the_order_of_tiles_from_several_images(tmp_path) -> None:
     first = _image(tmp_path)
     other_dir = tmp_path / "b"
     other_dir.mkdir()
@@ -74,6 +75,6 @@ def test_read_hr_keeps_the_order_of_tiles_from_several_images(tmp_path) -> None:
         for row, col in [(0, 0), (2 * SIZE, SIZE), (0, 2 * SIZE)]
         for path in (first, second)
     ] * 7  # more than one READ_GROUP of one image
-    for tile, raster in zip(tiles, read_hr(tiles, SIZE), strict=True):
+    for tile, hr in zip(tiles, read_hr_s2(tiles, SIZE), strict=True):
         alone = read_raster(tile["path"], window=Window(tile["col"], tile["row"], SIZE, SIZE))
-        np.testing.assert_array_equal(raster.data, alone.data)
+        np.testing.assert_array_equal(hr, reflectance_to_s2(alone.data))

@@ -1,8 +1,9 @@
 """The local backend: a step's tasks one after another in this process, models loaded once.
 
-While a task runs, the inputs of the next :data:`PREFETCH_DEPTH` tasks are read in a background thread
-(:func:`~dataset_builder.core.plan.prefetch`), so reading overlaps computing; tasks still run and their
-checkpoints are still saved one at a time, in plan order.
+While a task runs, the inputs of the next :data:`PREFETCH_DEPTH` tasks are read in background threads
+(:func:`~dataset_builder.core.plan.prefetch`, one thread each; their reads go to the context's workers),
+so reading overlaps computing; tasks still run and their checkpoints are still saved one at a time, in
+plan order.
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ from dataset_builder.core.plan import Step, check_step, prefetch, run_task
 
 __all__ = ["PREFETCH_DEPTH", "LocalBackend"]
 
-#: Tasks whose input is read ahead of the one running (each holds one batch or image in memory).
-PREFETCH_DEPTH: int = 2
+#: Tasks whose input is read ahead of the one running (each holds one batch or image in memory): enough
+#: that an image's grid rows or a batch's image groups keep a dozen worker processes busy.
+PREFETCH_DEPTH: int = 4
 
 
 class LocalBackend:
@@ -38,7 +40,7 @@ class LocalBackend:
         tasks = step.todo(store)
         todo = iter(tasks)
         with (
-            ThreadPoolExecutor(1, thread_name_prefix="prefetch") as pool,
+            ThreadPoolExecutor(PREFETCH_DEPTH, thread_name_prefix="prefetch") as pool,
             tqdm(total=len(tasks), desc=step.title, unit="task", disable=not progress) as bar,
         ):
             ahead = deque(

@@ -134,7 +134,7 @@ class TaskActor:
     def __init__(self, config: BuildConfig, torch_threads: int) -> None:
         os.environ.pop(KILL_ENV, None)  # the kill-and-resume hook is for the driver only
         torch.set_num_threads(torch_threads)
-        self.context = BuildContext(config, echo=lambda _: None)
+        self.context = BuildContext(config, echo=lambda _: None, processes=0)  # Ray spreads the work
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         payloads = []

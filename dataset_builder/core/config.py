@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from dataset_builder.core.errors import ConfigError
 from dataset_builder.core.facts import (
@@ -270,11 +270,25 @@ class BuildConfig(_Section):
         "fp32", description="Degradation U-Net precision: fp32 (as published), bf16 or fp16."
     )
     compile: bool = Field(False, description="torch.compile the degradation (GPUs, large builds).")
+    workers: int | Literal["auto"] = Field(
+        "auto",
+        description=(
+            "Processes that read tiles and write shards (0: threads in the build process; auto: "
+            "cores − 3 on machines of ≥ 8 cores, else 0)."
+        ),
+    )
     sources: SourcesConfig = Field(default_factory=SourcesConfig, description="Inputs.")
     cross_sensor: CrossSensorStageConfig = Field(default_factory=CrossSensorStageConfig, description="")
     synthetic: SyntheticStageConfig = Field(default_factory=SyntheticStageConfig, description="")
     splits: SplitsConfig = Field(default_factory=SplitsConfig, description="")
     write: WriteConfig = Field(default_factory=WriteConfig, description="")
+
+    @field_validator("workers")
+    @classmethod
+    def _workers(cls, value: int | str) -> int | str:
+        if isinstance(value, int) and value < 0:
+            raise ValueError(f"must be 'auto' or a number ≥ 0 (0: threads), found {value}")
+        return value
 
     @model_validator(mode="after")
     def _consistent(self) -> BuildConfig:
@@ -399,6 +413,7 @@ def _type_name(annotation: Any) -> str:
     text = re.sub(r"<class '([\w.]+)'>", lambda m: m.group(1).rsplit(".", 1)[-1], text)
     text = re.sub(r"^Optional\[(.*)\]$", r"\1 | None", re.sub(r"dataset_builder\.[\w.]+\.", "", text))
     text = re.sub(r"Literal\[([^\]]*)\]", r"one of \1", text)
+    text = re.sub(r"^Union\[(.*)\]$", lambda m: m.group(1).replace(", one of", " or one of"), text)
     return text.replace(" | None", " or null").replace(" | ", " or ")
 
 

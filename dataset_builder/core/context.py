@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import os
+import shutil
+import tempfile
+import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +21,15 @@ from dataset_builder.core.fingerprint import degradation_source
 from sen2naip_hub.convert import convert_reference, reference_is_converted
 from sen2naip_hub.devices import resolve_device
 
-__all__ = ["CROSS_SENSOR_HARMONIZATION", "MAX_READ_WORKERS", "BuildContext", "Echo"]
+__all__ = [
+    "AUTO_WORKERS_MIN_CORES",
+    "CORES_KEPT",
+    "CROSS_SENSOR_HARMONIZATION",
+    "MAX_READ_WORKERS",
+    "BuildContext",
+    "Echo",
+    "worker_processes",
+]
 
 Echo = Callable[[str], None]
 
@@ -29,21 +41,43 @@ CROSS_SENSOR_HARMONIZATION: str = "none"
 #: while the thread that drives the GPU waited for the GIL 41 µs per small op pair with 4 readers
 #: running and 2,076 µs with 16 (12–15 µs alone).
 MAX_READ_WORKERS: int = 4
+#: ``workers: auto`` uses processes on machines of at least this many cores (threads below)...
+AUTO_WORKERS_MIN_CORES: int = 8
+#: ... one per core but these (the thread driving the device, the loaders' and writers' threads).
+CORES_KEPT: int = 3
+#: Where worker processes put the arrays they send back, if the machine has it (RAM-backed).
+RAM_FOLDER: Path = Path("/dev/shm")
+
+
+def worker_processes(setting: int | str, cores: int | None = None) -> int:
+    """The worker processes of the config's ``workers`` (0: threads).
+
+    >>> worker_processes("auto", cores=16), worker_processes("auto", cores=2), worker_processes(5)
+    (13, 0, 5)
+    """
+    if setting != "auto":
+        return int(setting)
+    cores = cores or os.cpu_count() or 1
+    return cores - CORES_KEPT if cores >= AUTO_WORKERS_MIN_CORES else 0
 
 
 class BuildContext:
     """The config, the device, and models loaded on first use and kept (one per worker process)."""
 
-    def __init__(self, config: BuildConfig, echo: Echo = print) -> None:
+    def __init__(self, config: BuildConfig, echo: Echo = print, processes: int | None = None) -> None:
+        """``processes``: worker processes, in place of the config's ``workers``."""
         self.config, self.echo = config, echo
         self.device = resolve_device(config.device, option="device")
+        self.processes = worker_processes(config.workers) if processes is None else processes
         self._cache: dict[str, Any] = {}
+        self._lock = threading.RLock()  # loader threads ask for pools and models at once
 
     def cached(self, key: str, factory: Callable[[], Any]) -> Any:
         """``factory()`` the first time ``key`` is asked for, the same object after that."""
-        if key not in self._cache:
-            self._cache[key] = factory()
-        return self._cache[key]
+        with self._lock:
+            if key not in self._cache:
+                self._cache[key] = factory()
+            return self._cache[key]
 
     def pool(self, purpose: str) -> ThreadPoolExecutor:
         """A thread pool for one ``purpose`` (one per worker process, made on first use; separate pools so
@@ -55,6 +89,49 @@ class BuildContext:
     def readers(self) -> ThreadPoolExecutor:
         """The threads that read tile windows (:meth:`pool` ``"read"``)."""
         return self.pool("read")
+
+    @property
+    def workers(self) -> Executor:
+        """Where tile reads and shard writes run: :attr:`processes` worker processes (spawned, made on
+        first use, set up by :func:`~dataset_builder.core.workers.start_worker`), or :attr:`readers`
+        when that is 0. Work sent there must be picklable."""
+        if not self.processes:
+            return self.readers
+        from dataset_builder.core.workers import start_worker
+
+        spawn = multiprocessing.get_context("spawn")  # not fork: this process may hold CUDA and threads
+        pool = lambda: ProcessPoolExecutor(self.processes, mp_context=spawn, initializer=start_worker)  # noqa: E731
+        return self.cached("workers", pool)
+
+    @property
+    def spool(self) -> str | None:
+        """The folder where :attr:`workers` processes put arrays they return (None with threads: arrays
+        come back as they are); in ``/dev/shm`` where the machine has it, else in the work folder."""
+        if not self.processes:
+            return None
+        return self.cached("spool", self._make_spool)
+
+    def _make_spool(self) -> str:
+        ram = RAM_FOLDER.is_dir() and os.access(RAM_FOLDER, os.W_OK)
+        root = RAM_FOLDER if ram else self.config.work_path
+        root.mkdir(parents=True, exist_ok=True)
+        return tempfile.mkdtemp(prefix="sen2naip-spool-", dir=root)
+
+    def offload(self, function: Callable[..., Any], *args: Any) -> Any:
+        """``function(*args)`` in a worker process when there are any (waiting for it), else here."""
+        if not self.processes:
+            return function(*args)
+        return self.workers.submit(function, *args).result()
+
+    def close(self) -> None:
+        """Stop the worker processes and threads and remove the spool folder."""
+        for key, value in list(self._cache.items()):
+            if isinstance(value, Executor):
+                value.shutdown(wait=True, cancel_futures=True)
+                del self._cache[key]
+        spool = self._cache.pop("spool", None)
+        if spool:
+            shutil.rmtree(spool, ignore_errors=True)
 
     def upload(self, array: np.ndarray) -> torch.Tensor:
         """``array`` as a tensor on :attr:`device`, complete on return. On CUDA the copy runs on a side

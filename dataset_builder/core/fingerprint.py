@@ -46,6 +46,8 @@ STAGES: tuple[str, ...] = tuple(STAGE_CODE)
 COMMON_CODE: tuple[str, ...] = ("core", "backends")
 #: Where the build writes: not part of what it writes.
 PLACE_KEYS: tuple[str, ...] = ("out", "work_dir")
+#: How the build runs, not what it computes (a build with other workers writes the same bytes).
+RUNTIME_KEYS: tuple[str, ...] = ("workers",)
 #: Top-level config keys that change what the model-running stages compute.
 MODEL_KEYS: tuple[str, ...] = (
     "models",
@@ -140,7 +142,10 @@ def stage_fingerprints(config: BuildConfig) -> dict[str, dict[str, str]]:
         "sources": (sources, None),
         "cross_sensor": ({"cross_sensor": data["cross_sensor"]} | shared, degradation_files),
         "synthetic": ({"synthetic": data["synthetic"]} | shared, [degradation_files, clip]),
-        "write": ({k: v for k, v in data.items() if k not in PLACE_KEYS}, [degradation_files, clip]),
+        "write": (
+            {k: v for k, v in data.items() if k not in PLACE_KEYS + RUNTIME_KEYS},
+            [degradation_files, clip],
+        ),
     }
     prints = {}
     for stage, (section, models) in sections.items():

@@ -34,8 +34,8 @@ from dataset_builder.core.facts import (
     SEN2NAIP_ROI_HR_PX,
 )
 from dataset_builder.core.tiling import Tile, iter_tiles
+from dataset_builder.synthetic.reads import rgb_counts
 from dataset_builder.synthetic.selection import Selection, SelectionError, select_diverse
-from sen2naip_hub.sensors import reflectance_to_naip
 
 __all__ = ["ClipEmbedder", "ClipPreprocess", "embed_tiles", "rgb_counts", "select_tiles"]
 
@@ -43,11 +43,6 @@ __all__ = ["ClipEmbedder", "ClipPreprocess", "embed_tiles", "rgb_counts", "selec
 _UINT8_MAX: float = 255.0
 #: open_clip interpolation names → ``torch.nn.functional.interpolate`` modes.
 _MODES: dict[str, str] = {"bicubic": "bicubic", "bilinear": "bilinear"}
-
-
-def rgb_counts(rgb: np.ndarray) -> np.ndarray:
-    """``(..., 3, H, W)`` RGB: uint8 as is, float reflectance → NAIP uint8 (NaN → 0) by the one DN rule."""
-    return rgb if rgb.dtype == np.uint8 else reflectance_to_naip(rgb)
 
 
 class ClipPreprocess:

@@ -6,9 +6,11 @@ split are known once the selection is: the selected tiles of a split, in selecti
 :func:`dataset_builder.write.shards.shard_ranges`. :func:`plan_shards` makes one task per shard
 (``write/synthetic/<split>-NNNNN.parquet``, in the ``write`` stage's folder, so a change of shard limits
 restarts only the writing), naming the degradation checkpoints it ``needs``;
-:class:`dataset_builder.write.pipeline.DependentTasks` writes each shard in a thread as soon as those
-exist. :func:`write_synthetic_shard` takes the rows' LR and fields from the degradation checkpoints and
-reads each HR window again (the same bytes the degradation read).
+:class:`dataset_builder.write.pipeline.DependentTasks` starts each shard as soon as those exist, on one
+of the build's worker processes when it has them (:func:`write_planned_shard`).
+:func:`write_synthetic_shard` takes the rows' LR and fields from the degradation checkpoints and reads
+each HR window again (the same bytes the degradation read) as the shard's uint16
+(:func:`dataset_builder.synthetic.reads.read_hr_s2`).
 
 A tile of a rejected degradation batch has no row: its shard is written without it (a shard left with
 no row is not written at all, so a split's shard numbers may then have a gap).
@@ -18,7 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rasterio.windows import Window
 from rasterio.windows import transform as window_transform
@@ -27,12 +29,15 @@ from dataset_builder.core.checkpoints import Checkpoints
 from dataset_builder.core.config import BuildConfig
 from dataset_builder.core.plan import Step, Task
 from dataset_builder.core.splits import RoiSplitter, spatial_roi_id
-from dataset_builder.synthetic.stage import read_hr
+from dataset_builder.synthetic.reads import read_hr_s2
 from dataset_builder.write.shards import ShardLimits, shard_name, shard_ranges, write_shard
 from sen2naip_hub.io import read_info
-from sen2naip_hub.sensors import N_BANDS, SCALE_FACTOR, reflectance_to_s2
+from sen2naip_hub.sensors import N_BANDS, SCALE_FACTOR
 
-__all__ = ["SHARD_FOLDER", "plan_shards", "row_bytes", "write_synthetic_shard"]
+if TYPE_CHECKING:  # not imported: shard-writing worker processes need no torch
+    from dataset_builder.core.context import BuildContext
+
+__all__ = ["SHARD_FOLDER", "plan_shards", "row_bytes", "write_planned_shard", "write_synthetic_shard"]
 
 #: Where the synthetic shards are written as they are ready (inside the work folder).
 SHARD_FOLDER: str = "write/synthetic"
@@ -87,6 +92,13 @@ def plan_shards(
     return Step("synthetic: write shards", tuple(tasks))
 
 
+def write_planned_shard(
+    task: Task, store: Checkpoints, config: BuildConfig, context: BuildContext
+) -> Path | None:
+    """:func:`write_synthetic_shard` in one of the build's worker processes (or here, without them)."""
+    return context.offload(write_synthetic_shard, task, store, config)
+
+
 def write_synthetic_shard(task: Task, store: Checkpoints, config: BuildConfig) -> Path | None:
     """Write one planned shard into the work folder (None when every one of its rows was rejected)."""
     size, batches, records, tiles = config.synthetic.tile_size, {}, [], []
@@ -98,7 +110,7 @@ def write_synthetic_shard(task: Task, store: Checkpoints, config: BuildConfig) -
             tiles.append(tile)
     if not records:
         return None
-    hr = read_hr(tiles, size)
-    records = [dataclasses.replace(r, hr=reflectance_to_s2(h.data)) for r, h in zip(records, hr, strict=True)]
+    hr = read_hr_s2(tiles, size)
+    records = [dataclasses.replace(r, hr=h) for r, h in zip(records, hr, strict=True)]
     folder = store.path(task.name).parent
     return write_shard(records, folder, task.args["split"], task.args["index"], shard_limits(config))

@@ -1,18 +1,18 @@
 """Stage 3, synthetic: tile + CLIP per image (tasks) → k-means++ (driver) → degrade per batch (tasks).
 
-1. one task per kept NAIP image (sorted by file name): its loader cuts the world-grid tiles in parallel
-   threads (:attr:`~dataset_builder.core.context.BuildContext.readers`), drops blank ones
-   (:mod:`dataset_builder.core.tiling`, reason recorded) and keeps the others' 8-bit RGB; the runner
-   embeds them with open_clip (preprocessing in torch on the device, batches of
-   ``synthetic.embed_batch_size``) → ``synthetic/embed-NNNNN.npz``;
+1. one task per kept NAIP image (sorted by file name): its loader cuts the world-grid tiles, a grid row
+   per worker (:attr:`~dataset_builder.core.context.BuildContext.workers`, processes or threads;
+   :mod:`dataset_builder.synthetic.reads`), drops blank ones (:mod:`dataset_builder.core.tiling`, reason
+   recorded) and keeps the others' 8-bit RGB; the runner embeds them with open_clip (preprocessing in
+   torch on the device, batches of ``synthetic.embed_batch_size``) → ``synthetic/embed-NNNNN.npz``;
 2. on the driver, :func:`select` runs :func:`~dataset_builder.synthetic.selection.select_diverse` over
    every embedding in image order, on the build's device → ``synthetic/selection.json``;
-3. one task per batch of ``batch_size`` selected tiles: its loader reads them in parallel threads; the
-   runner degrades them with the Degradation model (harmonization and blur batched), draws each tile's
-   noise from a CPU generator seeded by :func:`tile_seed` (the build seed and the tile id, so a tile's
-   noise never depends on its batch or on the device) → ``synthetic/degrade-NNNNN.npz`` holding the LR
-   and the rows' fields (not the HR: :mod:`dataset_builder.synthetic.shards` reads it again when it
-   writes the shards).
+3. one task per batch of ``batch_size`` selected tiles: its loader has the workers read their 8-bit
+   counts and converts them to reflectance on the device; the runner degrades them with the
+   Degradation model (harmonization and blur batched), draws each tile's noise from a CPU generator
+   seeded by :func:`tile_seed` (the build seed and the tile id, so a tile's noise never depends on its
+   batch or on the device) → ``synthetic/degrade-NNNNN.npz`` holding the LR and the rows' fields (not
+   the HR: :mod:`dataset_builder.synthetic.shards` reads it again when it writes the shards).
 
 Loaders may run ahead of the task being computed (:func:`dataset_builder.core.plan.prefetch`).
 """
@@ -22,15 +22,14 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import math
-from concurrent.futures import Executor
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from rasterio.windows import Window
 
-from dataset_builder.core import tiling
+from dataset_builder.core import tiling, workers
 from dataset_builder.core.checkpoints import Checkpoints, encode_arrays, encode_records
 from dataset_builder.core.config import BuildConfig
 from dataset_builder.core.context import BuildContext, Echo
@@ -38,20 +37,20 @@ from dataset_builder.core.errors import BuildError
 from dataset_builder.core.plan import Step, Task
 from dataset_builder.core.records import PairRecord
 from dataset_builder.core.splits import RoiSplitter, spatial_roi_id
-from dataset_builder.core.tiling import Tile, grid_origins, read_tiles
+from dataset_builder.core.tiling import grid_origins
+from dataset_builder.synthetic import reads
 from dataset_builder.synthetic.selection import select_diverse
-from sen2naip_hub.io import Raster, lr_transform, read_windows
-from sen2naip_hub.sensors import NAIP, reflectance_to_s2
+from sen2naip_hub.io import lr_transform
+from sen2naip_hub.sensors import NAIP, counts_to_reflectance, reflectance_to_s2
 
 __all__ = [
-    "READ_GROUP",
     "SELECTION_CHECKPOINT",
+    "counts_on_device",
     "load_degrade",
     "load_embed",
     "manifest_entries",
     "plan_degrade",
     "plan_embed",
-    "read_hr",
     "run_degrade",
     "run_embed",
     "select",
@@ -60,10 +59,10 @@ __all__ = [
 
 #: The k-means++ selection, made on the driver once every image is embedded.
 SELECTION_CHECKPOINT: str = "synthetic/selection.json"
+#: Every 8-bit NAIP count, for the table of their reflectance (:func:`counts_on_device`).
+_NAIP_COUNTS: np.ndarray = np.arange(256, dtype=np.dtype(NAIP.dtype))
 #: Bits of a tile's noise seed (torch generators take 64-bit seeds; 63 keeps it a positive int64).
 SEED_BITS: int = 63
-#: Tiles of one image one reader thread reads through one open file, at most (more files in parallel).
-READ_GROUP: int = 16
 
 
 def tile_seed(seed: int, tile_id: str) -> int:
@@ -112,34 +111,21 @@ def _embedder(context: BuildContext):
     )
 
 
-def _rgb_tiles(path: Path, origins: list[tuple[int, int]], size: int) -> list[tuple[list, np.ndarray] | str]:
-    """Grid tiles of one image (one row of the grid: one open file): each ``([id, row, col], 8-bit RGB)``,
-    or the reason it is blank."""
-    from dataset_builder.synthetic.clip import rgb_counts
-
-    return [
-        ([tile.tile_id, tile.row, tile.col], rgb_counts(tile.data[:3])) if isinstance(tile, Tile) else tile
-        for tile in read_tiles(path, origins, size)
-    ]
-
-
 def load_embed(
     args: dict[str, Any], context: BuildContext
 ) -> tuple[list, torch.Tensor, list[dict[str, str]]]:
-    """Task loader: one image's grid tiles, read row by row in parallel → ids, 8-bit RGB ``(N, 3, H, W)``
-    on the device, blanks."""
-    path, size = Path(args["path"]), context.config.synthetic.tile_size
+    """Task loader: one image's grid tiles, a grid row per worker (:func:`reads.embed_row`) → ids,
+    8-bit RGB ``(N, 3, H, W)`` on the device, blanks (in grid order)."""
+    path, size = args["path"], context.config.synthetic.tile_size
     rows = tiling.grid_rows(grid_origins(path, size))
-    results = [r for row in context.readers.map(lambda row: _rgb_tiles(path, row, size), rows) for r in row]
-    origins = [origin for row in rows for origin in row]
-    kept = [r for r in results if not isinstance(r, str)]
-    blanks = [
-        {"id": tiling.tile_id(path.stem, row, col), "status": "rejected", "reason": r}
-        for (row, col), r in zip(origins, results, strict=True)
-        if isinstance(r, str)
-    ]
-    rgb = np.stack([r[1] for r in kept]) if kept else np.zeros((0, 3, size, size), dtype=np.uint8)
-    return [r[0] for r in kept], context.upload(rgb), blanks
+    read = partial(reads.embed_row, path, size=size, spool=context.spool)
+    tiles, blanks, rgb = [], [], []
+    for kept, blank, pixels in context.workers.map(read, rows):
+        tiles += kept
+        blanks += blank
+        rgb.append(context.upload(workers.take(pixels)))
+    pixels = torch.cat(rgb) if rgb else context.upload(np.zeros((0, 3, size, size), dtype=np.uint8))
+    return tiles, pixels, blanks
 
 
 def run_embed(args: dict[str, Any], context: BuildContext, loaded: tuple) -> bytes:
@@ -210,34 +196,39 @@ def _add_noise(model, lr: torch.Tensor, chosen: list[dict[str, Any]], seed: int)
     return model.noise(lr, generators)
 
 
-def read_hr(tiles: list[dict[str, Any]], size: int, pool: Executor | None = None) -> list[Raster]:
-    """The HR windows of selected tiles (``path``, ``row``, ``col``) as reflectance Rasters, in order:
-    each image's tiles read through one open file, :data:`READ_GROUP` at a time, the groups on ``pool``."""
-    order: dict[str, list[int]] = {}
-    for index, tile in enumerate(tiles):
-        order.setdefault(tile["path"], []).append(index)
-    groups = [ix[i : i + READ_GROUP] for ix in order.values() for i in range(0, len(ix), READ_GROUP)]
-
-    def read(group: list[int]) -> list[Raster]:
-        windows = [Window(tiles[i]["col"], tiles[i]["row"], size, size) for i in group]
-        return read_windows(tiles[group[0]]["path"], windows, NAIP)
-
-    rasters: list[Raster | None] = [None] * len(tiles)
-    for group, read_back in zip(groups, (pool.map if pool else map)(read, groups), strict=True):
-        for index, raster in zip(group, read_back, strict=True):
-            rasters[index] = raster
-    return rasters
-
-
 def load_degrade(args: dict[str, Any], context: BuildContext) -> tuple[torch.Tensor, list]:
-    """Task loader: one batch's HR windows, read in parallel → reflectance ``(N, 4, H, W)`` on the device,
-    geometries."""
+    """Task loader: one batch's HR windows, read by the workers (:func:`reads.read_hr_group`, up to
+    :data:`reads.READ_GROUP` tiles of one image each) → reflectance ``(N, 4, H, W)`` on the device
+    (NAIP counts converted there, :func:`counts_on_device`), geometries."""
     size, chosen = context.config.synthetic.tile_size, args["tiles"]
-    rasters = read_hr(chosen, size, context.readers)
-    hr = np.empty((len(chosen), len(NAIP.all_bands), size, size), dtype=np.float32)
-    for index, raster in enumerate(rasters):
-        hr[index] = raster.data
-    return context.upload(hr), [(r.crs, r.transform) for r in rasters]
+    groups = reads.hr_groups(chosen)
+    read = partial(reads.read_hr_group, size=size, spool=context.spool)
+    hr = torch.empty(
+        (len(chosen), len(NAIP.all_bands), size, size), dtype=torch.float32, device=context.device
+    )
+    geometry: list[tuple | None] = [None] * len(chosen)
+    for group, (values, valid, where) in zip(
+        groups, context.workers.map(read, [[chosen[i] for i in g] for g in groups]), strict=True
+    ):
+        values = context.upload(workers.take(values))
+        valid = None if valid is None else context.upload(workers.take(valid))
+        contiguous = group == list(range(group[0], group[-1] + 1))  # as they are: selection in image order
+        hr[slice(group[0], group[-1] + 1) if contiguous else group] = counts_on_device(values, valid)
+        for index, place in zip(group, where, strict=True):
+            geometry[index] = place
+    return hr, geometry
+
+
+def counts_on_device(values: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
+    """NAIP counts ``(N, 4, H, W)`` → float32 reflectance where they are (NaN where not ``valid``), value
+    for value :func:`sen2naip_hub.sensors.counts_to_reflectance`: each count looks its reflectance up in
+    a table that function made (a division on the GPU may differ in the last bit: CUDA divides by a
+    scalar as a product with its reciprocal). Float values are reflectance already and pass through."""
+    if values.dtype.is_floating_point:
+        return values
+    table = torch.from_numpy(counts_to_reflectance(_NAIP_COUNTS, NAIP)).to(values.device)
+    reflectance = table[values.long()]
+    return reflectance if valid is None else reflectance.masked_fill_(~valid[:, None], float("nan"))
 
 
 def run_degrade(args: dict[str, Any], context: BuildContext, loaded: tuple) -> bytes:
