@@ -137,6 +137,7 @@ def run_stage(config, runner) -> dict:
     runner.execute(degrade, store, context, progress=False)
     times["degrade"] = time.perf_counter()
     runner.close()
+    context.close()
     names = [*embed.names, synthetic.SELECTION_CHECKPOINT, *degrade.names]
     tiles = sum(len(store.load_meta(name)["tiles"]) for name in embed.names)
     return {

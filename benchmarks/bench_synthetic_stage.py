@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import shutil
 import sys
 import tempfile
@@ -75,6 +76,7 @@ def parse_args() -> argparse.Namespace:
         help="U-Net (default bf16; fp32 on CPU)",
     )
     p.add_argument("--compile", action="store_true", help="torch.compile the degradation")
+    p.add_argument("--workers", default="auto", help="the build's workers: auto or a number (0: threads)")
     p.add_argument("--clip-model", default="ViT-B-32")
     p.add_argument("--clusters", type=int, default=50)
     p.add_argument("--seed", type=int, default=0)
@@ -120,6 +122,7 @@ def build_config(args: argparse.Namespace, naip: Path, model: Path, out: Path, n
         "batch_size": args.batch,
         "precision": args.precision,
         "compile": args.compile,
+        "workers": args.workers if args.workers == "auto" else int(args.workers),
         "sources": {"naip": {"folder": str(naip)}},
         "cross_sensor": {"enabled": False},
         "synthetic": {
@@ -197,6 +200,10 @@ def main() -> None:
     model, described = degradation_folder(args, root)
     print(f"degradation: {described}; precision {args.precision}, batch {args.batch}, compile {args.compile}")
     print(f"CLIP: {args.clip_model}, random weights (seed {args.seed}), batch {args.embed_batch}")
+    from dataset_builder.core.context import worker_processes
+
+    processes = worker_processes(args.workers if args.workers == "auto" else int(args.workers))
+    print(f"workers: {args.workers} → {processes} processes ({os.cpu_count()} cores; 0 = threads)")
 
     runs = []
     for name in ("run 1", "run 2 (same seed, fresh folders)"):

@@ -207,13 +207,16 @@ def cpu_check(settings: dict[str, Any], n: int) -> dict[str, float]:
     config = BuildConfig.model_validate(
         settings | {"device": "cpu", "precision": "fp32", "compile": False, "batch_size": OLD_BATCH}
     )
-    context = BuildContext(config, echo=lambda _: None)
+    context = BuildContext(config, echo=lambda _: None, processes=0)
     again = []
-    for task in stage.plan_degrade(config, selected, store.load_json(CHECKPOINT)).tasks:
-        with np.load(io.BytesIO(run_task(task, context)), allow_pickle=False) as data:
-            if "lr" not in data.files:
-                raise RuntimeError(f"CPU path rejected {task.name}: {json.loads(data['meta'].tobytes())}")
-            again.append(data["lr"])
+    try:
+        for task in stage.plan_degrade(config, selected, store.load_json(CHECKPOINT)).tasks:
+            with np.load(io.BytesIO(run_task(task, context)), allow_pickle=False) as data:
+                if "lr" not in data.files:
+                    raise RuntimeError(f"CPU path rejected {task.name}: {json.loads(data['meta'].tobytes())}")
+                again.append(data["lr"])
+    finally:
+        context.close()
     diff = np.abs(np.concatenate(again).astype(np.int64) - np.stack(built[: len(selected)]).astype(np.int64))
     scale = 10000.0
     return {

@@ -3,10 +3,10 @@
 A diagnostic for the GPU machine (16 cores), run on a few mosaic images of real tiles. It prints, each
 measured in this run:
 
-1. **tile reads**: tiles/s of the builder's tiler (:func:`dataset_builder.synthetic.stage._rgb_tiles`,
+1. **tile reads**: tiles/s of the builder's tiler (:func:`dataset_builder.synthetic.reads.embed_row`,
    one grid row per call) with 1 thread and with ``--threads`` threads;
-2. **HR reads + conversion**: rows/s of :func:`dataset_builder.synthetic.stage.read_hr` followed by the
-   uint16 conversion the shard writer does, 1 thread and ``--threads``;
+2. **HR reads + conversion**: rows/s of :func:`dataset_builder.synthetic.reads.read_hr_s2` (the shard
+   writer's read and uint16 conversion), 1 thread and ``--threads``;
 3. **allocation**: fresh 3.7 MB float32 arrays, written once (page faults, returned to the OS), per
    second, 1 thread and ``--threads``: whether memory management scales on this machine;
 4. **the driving thread**: microseconds per small op pair on ``--device`` alone, and while ``--threads``
@@ -35,8 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from mosaic import load_tiles_npy, make_mosaic
 
 from dataset_builder.core import tiling
-from dataset_builder.synthetic import stage
-from sen2naip_hub.sensors import reflectance_to_s2
+from dataset_builder.synthetic import reads
 
 SIZE = 484
 
@@ -75,16 +74,15 @@ def main() -> None:
 
     def read_row() -> int:
         path, origins = rows[next(cursor) % len(rows)]
-        return len(stage._rgb_tiles(path, origins, SIZE))
+        kept, blanks, _ = reads.embed_row(str(path), origins, SIZE)
+        return len(kept) + len(blanks)
 
     chosen = [{"path": str(path), "row": r, "col": c} for path, row in rows for r, c in row]
 
     def read_hr() -> int:
         start = next(cursor) * 16 % len(chosen)
         part = chosen[start : start + 16]
-        for raster in stage.read_hr(part, SIZE):
-            reflectance_to_s2(raster.data)
-        return len(part)
+        return len(reads.read_hr_s2(part, SIZE))
 
     def allocate() -> int:
         for _ in range(16):

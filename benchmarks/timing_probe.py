@@ -4,7 +4,8 @@
 adds its call's duration to its stage: *busy* is the sum of the calls' durations (calls overlap when they
 run in threads: tile reads ahead of the GPU, shards written during the degradation), *span* is the first
 call's start to the last call's end. The functions are looked up by the builder at run time (task runners
-by name, stages through their module), so the wrappers see every call.
+by name, stages through their module), so the wrappers see every call. Rows marked :data:`PART_MARK`
+are parts of the step above them, timed between CUDA synchronisations.
 """
 
 from __future__ import annotations
@@ -20,15 +21,29 @@ __all__ = ["STAGES", "StageProbe"]
 #: (label, "module:function", what its items are) in build order.
 STAGES: tuple[tuple[str, str, str], ...] = (
     ("sources (list + check every file)", "dataset_builder.build:stage_sources", "tiles"),
-    ("read tiles (threads, ahead of CLIP)", "dataset_builder.synthetic.stage:load_embed", "tiles"),
+    ("read tiles (workers, ahead of CLIP)", "dataset_builder.synthetic.stage:load_embed", "tiles"),
     ("CLIP preprocess + embed", "dataset_builder.synthetic.stage:run_embed", "tiles"),
     ("k-means++ + selection", "dataset_builder.synthetic.stage:select", "nonblank"),
-    ("read HR (threads, ahead of degrade)", "dataset_builder.synthetic.stage:load_degrade", "rows"),
+    ("read HR (workers, ahead of degrade)", "dataset_builder.synthetic.stage:load_degrade", "rows"),
     ("degrade (U-Net, blur, noise)", "dataset_builder.synthetic.stage:run_degrade", "rows"),
-    ("write shards (pipelined threads)", "dataset_builder.synthetic.shards:write_synthetic_shard", "rows"),
+    ("↳ noise: CPU draws, one copy, sampling", "dataset_builder.synthetic.stage:_add_noise", "rows"),
+    ("↳ LR to uint16 (CPU)", "dataset_builder.synthetic.stage:reflectance_to_s2", "rows"),
+    ("↳ rows' fields + checkpoint bytes", "dataset_builder.synthetic.stage:encode_records", "rows"),
+    ("write shards (pipelined, on workers)", "dataset_builder.synthetic.shards:write_planned_shard", "rows"),
     ("staging: links, card, manifest", "dataset_builder.build:write_staging", "rows"),
     ("publish (swap into out)", "dataset_builder.build:publish_staging", "rows"),
 )
+#: Parts of a step (label starts with ↳): timed between two CUDA synchronisations, so that the time of
+#: the kernels queued before them is not counted in theirs (the rest of the step is its model's time).
+PART_MARK: str = "↳"
+
+
+def _synchronize() -> None:
+    """Wait for the CUDA kernels queued so far (nothing without CUDA)."""
+    import torch
+
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()
 
 
 class StageProbe:
@@ -41,11 +56,15 @@ class StageProbe:
         self._start = self._end = 0.0
 
     def _wrap(self, label: str, function: Callable) -> Callable:
+        synchronize = _synchronize if label.startswith(PART_MARK) else lambda: None
+
         def timed(*args, **kwargs):
+            synchronize()
             start = time.perf_counter()
             try:
                 return function(*args, **kwargs)
             finally:
+                synchronize()
                 with self._lock:
                     self._calls[label].append((start, time.perf_counter()))
 
