@@ -274,7 +274,7 @@ class BuildConfig(_Section):
         "auto",
         description=(
             "Processes that read tiles and write shards (0: threads in the build process; auto: "
-            "cores − 3 on machines of ≥ 8 cores, else 0)."
+            "cores − 3, at most 16, on machines of ≥ 8 cores, else 0)."
         ),
     )
     sources: SourcesConfig = Field(default_factory=SourcesConfig, description="Inputs.")

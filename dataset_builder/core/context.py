@@ -25,6 +25,7 @@ __all__ = [
     "AUTO_WORKERS_MIN_CORES",
     "CORES_KEPT",
     "CROSS_SENSOR_HARMONIZATION",
+    "MAX_AUTO_WORKERS",
     "MAX_READ_WORKERS",
     "BuildContext",
     "Echo",
@@ -43,8 +44,10 @@ CROSS_SENSOR_HARMONIZATION: str = "none"
 MAX_READ_WORKERS: int = 4
 #: ``workers: auto`` uses processes on machines of at least this many cores (threads below)...
 AUTO_WORKERS_MIN_CORES: int = 8
-#: ... one per core but these (the thread driving the device, the loaders' and writers' threads).
+#: ... one per core but these (the thread driving the device, the loaders' and writers' threads) ...
 CORES_KEPT: int = 3
+#: ... and no more than this (each spawned worker holds its own interpreter and libraries, ~0.3–0.5 GB).
+MAX_AUTO_WORKERS: int = 16
 #: Where worker processes put the arrays they send back, if the machine has it (RAM-backed).
 RAM_FOLDER: Path = Path("/dev/shm")
 
@@ -54,11 +57,13 @@ def worker_processes(setting: int | str, cores: int | None = None) -> int:
 
     >>> worker_processes("auto", cores=16), worker_processes("auto", cores=2), worker_processes(5)
     (13, 0, 5)
+    >>> worker_processes("auto", cores=128)
+    16
     """
     if setting != "auto":
         return int(setting)
     cores = cores or os.cpu_count() or 1
-    return cores - CORES_KEPT if cores >= AUTO_WORKERS_MIN_CORES else 0
+    return min(cores - CORES_KEPT, MAX_AUTO_WORKERS) if cores >= AUTO_WORKERS_MIN_CORES else 0
 
 
 class BuildContext:
