@@ -140,3 +140,26 @@ def test_a_build_with_worker_processes_writes_the_same_dataset(built, build_setu
         offline_hf(patch, root / "hf_home")
         build_dataset(BuildConfig.model_validate(settings), progress=False, echo=lambda _: None)
     assert digests(out) == built["digests"]
+
+
+def test_a_worker_process_that_dies_stops_the_build_with_one_line(tmp_path) -> None:
+    """A killed worker (here: it exits) breaks the pool: no item's fault, so no rejection but a
+    BuildError saying how to go on, from a shard write (offload) and from a task's loader alike."""
+    import os
+
+    from dataset_builder.core.errors import BuildError
+    from dataset_builder.core.plan import Task, run_task
+
+    settings = {"out": str(tmp_path / "out"), "sources": {"naip": {"folder": str(tmp_path)}}}
+    config = BuildConfig.model_validate(settings)
+    task = Task("x.npz", "builtins:print", {}, "os:getpid")  # its input: read by a worker that dies
+    for way in ("offload", "loader"):
+        context = BuildContext(config, echo=lambda _: None, processes=1)
+        try:
+            with pytest.raises(BuildError, match=r"a worker process of the build stopped .*run the same"):
+                if way == "offload":
+                    context.offload(os._exit, 3)
+                else:
+                    run_task(task, context, context.workers.submit(os._exit, 3))
+        finally:
+            context.close()

@@ -8,7 +8,7 @@ import shutil
 import tempfile
 import threading
 from collections.abc import Callable
-from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import BrokenExecutor, Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +18,7 @@ import torch
 from dataset_builder.core.config import BuildConfig, expand_env
 from dataset_builder.core.errors import BuildError
 from dataset_builder.core.fingerprint import degradation_source
+from dataset_builder.core.workers import start_worker, stopped
 from sen2naip_hub.convert import convert_reference, reference_is_converted
 from sen2naip_hub.devices import resolve_device
 
@@ -102,8 +103,6 @@ class BuildContext:
         when that is 0. Work sent there must be picklable."""
         if not self.processes:
             return self.readers
-        from dataset_builder.core.workers import start_worker
-
         spawn = multiprocessing.get_context("spawn")  # not fork: this process may hold CUDA and threads
         pool = lambda: ProcessPoolExecutor(self.processes, mp_context=spawn, initializer=start_worker)  # noqa: E731
         return self.cached("workers", pool)
@@ -126,7 +125,10 @@ class BuildContext:
         """``function(*args)`` in a worker process when there are any (waiting for it), else here."""
         if not self.processes:
             return function(*args)
-        return self.workers.submit(function, *args).result()
+        try:
+            return self.workers.submit(function, *args).result()
+        except BrokenExecutor as err:
+            raise stopped(err) from err
 
     def close(self) -> None:
         """Stop the worker processes and threads and remove the spool folder."""

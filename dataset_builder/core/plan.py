@@ -21,12 +21,13 @@ from __future__ import annotations
 import errno
 import importlib
 from collections.abc import Callable, Sequence
-from concurrent.futures import Executor, Future
+from concurrent.futures import BrokenExecutor, Executor, Future
 from dataclasses import dataclass, field
 from typing import Any
 
 from dataset_builder.core.checkpoints import Checkpoints, encode_rejection
 from dataset_builder.core.errors import BuildError, ConfigError
+from dataset_builder.core.workers import stopped
 
 __all__ = [
     "Runner",
@@ -130,6 +131,8 @@ def run_task(task: Task, context: Any, loaded: Future | None = None) -> bytes:
             return runner(task.args, context)
         inputs = loaded.result() if loaded is not None else load_input(task, context)
         return runner(task.args, context, inputs)
+    except BrokenExecutor as err:
+        raise stopped(err) from err
     except Exception as err:
         if is_systemic(err):
             raise

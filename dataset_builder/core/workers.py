@@ -15,7 +15,9 @@ import tempfile
 
 import numpy as np
 
-__all__ = ["WORKER_NICENESS", "put", "start_worker", "take"]
+from dataset_builder.core.errors import BuildError
+
+__all__ = ["WORKER_NICENESS", "put", "start_worker", "stopped", "take"]
 
 #: Niceness added to worker processes: the build process (the thread driving the device, the loaders
 #: feeding it) gets a core first when the workers keep every core busy.
@@ -55,3 +57,13 @@ def take(item: np.ndarray | str) -> np.ndarray:
         return np.load(item, allow_pickle=False)
     finally:
         os.unlink(item)
+
+
+def stopped(err: BaseException) -> BuildError:
+    """The build's error when a worker process died (its pool is broken: every task after it would fail
+    too, so this is no item's fault): one line, and how to go on."""
+    return BuildError(
+        f"a worker process of the build stopped ({type(err).__name__}; killed, or out of memory?): "
+        "the checkpoints are kept; run the same command again to resume, with fewer `workers` "
+        "(0: threads) if it recurs"
+    )
