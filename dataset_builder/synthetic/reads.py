@@ -28,6 +28,7 @@ from sen2naip_hub.io import StoredWindow, read_stored_windows
 from sen2naip_hub.sensors import NAIP, counts_to_reflectance, reflectance_to_naip, reflectance_to_s2
 
 __all__ = [
+    "NAIP_REFLECTANCE",
     "READ_GROUP",
     "embed_row",
     "hr_groups",
@@ -42,9 +43,12 @@ __all__ = [
 READ_GROUP: int = 16
 _NAIP_DTYPE = np.dtype(NAIP.dtype)
 _NAIP_COUNTS = np.arange(np.iinfo(_NAIP_DTYPE).max + 1, dtype=_NAIP_DTYPE)
+#: The reflectance of each 8-bit NAIP count (``counts_to_reflectance``): the table every conversion of
+#: counts here and on the device (:func:`dataset_builder.synthetic.stage.counts_on_device`) looks up.
+NAIP_REFLECTANCE: np.ndarray = counts_to_reflectance(_NAIP_COUNTS, NAIP)
 #: ``reflectance_to_naip`` / ``reflectance_to_s2`` of each NAIP count's reflectance, and of NaN (nodata).
-_RGB_TABLE = reflectance_to_naip(counts_to_reflectance(_NAIP_COUNTS, NAIP))
-_S2_TABLE = reflectance_to_s2(counts_to_reflectance(_NAIP_COUNTS, NAIP))
+_RGB_TABLE = reflectance_to_naip(NAIP_REFLECTANCE)
+_S2_TABLE = reflectance_to_s2(NAIP_REFLECTANCE)
 _NODATA = np.array([np.nan], dtype=np.float32)
 _RGB_NODATA, _S2_NODATA = reflectance_to_naip(_NODATA)[0], reflectance_to_s2(_NODATA)[0]
 

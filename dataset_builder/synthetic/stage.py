@@ -41,7 +41,7 @@ from dataset_builder.core.tiling import grid_origins
 from dataset_builder.synthetic import reads
 from dataset_builder.synthetic.selection import select_diverse
 from sen2naip_hub.io import lr_transform
-from sen2naip_hub.sensors import NAIP, counts_to_reflectance, reflectance_to_s2
+from sen2naip_hub.sensors import NAIP, reflectance_to_s2
 
 __all__ = [
     "SELECTION_CHECKPOINT",
@@ -59,8 +59,6 @@ __all__ = [
 
 #: The k-means++ selection, made on the driver once every image is embedded.
 SELECTION_CHECKPOINT: str = "synthetic/selection.json"
-#: Every 8-bit NAIP count, for the table of their reflectance (:func:`counts_on_device`).
-_NAIP_COUNTS: np.ndarray = np.arange(256, dtype=np.dtype(NAIP.dtype))
 #: Bits of a tile's noise seed (torch generators take 64-bit seeds; 63 keeps it a positive int64).
 SEED_BITS: int = 63
 
@@ -222,11 +220,12 @@ def load_degrade(args: dict[str, Any], context: BuildContext) -> tuple[torch.Ten
 def counts_on_device(values: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
     """NAIP counts ``(N, 4, H, W)`` → float32 reflectance where they are (NaN where not ``valid``), value
     for value :func:`sen2naip_hub.sensors.counts_to_reflectance`: each count looks its reflectance up in
-    a table that function made (a division on the GPU may differ in the last bit: CUDA divides by a
-    scalar as a product with its reciprocal). Float values are reflectance already and pass through."""
+    the table that function made (:data:`reads.NAIP_REFLECTANCE`; a division on the GPU may differ in
+    the last bit: CUDA divides by a scalar as a product with its reciprocal). Float values are
+    reflectance already and pass through."""
     if values.dtype.is_floating_point:
         return values
-    table = torch.from_numpy(counts_to_reflectance(_NAIP_COUNTS, NAIP)).to(values.device)
+    table = torch.from_numpy(reads.NAIP_REFLECTANCE).to(values.device)
     reflectance = table[values.long()]
     return reflectance if valid is None else reflectance.masked_fill_(~valid[:, None], float("nan"))
 
