@@ -95,6 +95,14 @@ def test_worker_processes_of_the_setting() -> None:
     assert worker_processes(0) == 0 and worker_processes(4) == 4
 
 
+@pytest.mark.parametrize("value", [-1, "many", True, 2.5])
+def test_a_wrong_workers_value_is_one_line_naming_what_is_allowed(value) -> None:
+    from dataset_builder.core.config import ConfigError, from_dict
+
+    with pytest.raises(ConfigError, match=r"^config key 'workers': found .*must be 'auto' or a whole number"):
+        from_dict({"workers": value, "sources": {"naip": {"folder": "naip"}}})
+
+
 def test_worker_modules_do_not_import_torch() -> None:
     code = (
         "import sys; import dataset_builder.synthetic.reads, dataset_builder.synthetic.shards, "

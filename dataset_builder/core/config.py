@@ -283,11 +283,13 @@ class BuildConfig(_Section):
     splits: SplitsConfig = Field(default_factory=SplitsConfig, description="")
     write: WriteConfig = Field(default_factory=WriteConfig, description="")
 
-    @field_validator("workers")
+    @field_validator("workers", mode="before")
     @classmethod
-    def _workers(cls, value: int | str) -> int | str:
-        if isinstance(value, int) and value < 0:
-            raise ValueError(f"must be 'auto' or a number ≥ 0 (0: threads), found {value}")
+    def _workers(cls, value: Any) -> Any:
+        """One message for every wrong value (pydantic's would name one arm of the union)."""
+        whole = isinstance(value, int) and not isinstance(value, bool) and value >= 0
+        if value != "auto" and not whole:
+            raise ValueError("must be 'auto' or a whole number ≥ 0 (0: threads)")
         return value
 
     @model_validator(mode="after")
