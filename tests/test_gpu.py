@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from sen2naip_hub import Degradation
+from sen2naip_hub.models.noise import table_uniform
 
 pytestmark = [
     pytest.mark.gpu,
@@ -60,6 +61,25 @@ def test_cpu_and_gpu_draw_the_same_noise(models, tiles):
         gpu = gpu_model(tiles.cuda(), generator=torch.Generator().manual_seed(0)).lr.cpu()
     differing = (cpu - gpu).abs() > 1e-5
     assert float(differing.float().mean()) < 1e-4
+
+
+def test_per_tile_generators_draw_the_same_on_the_gpu(models, tiles):
+    """One CPU generator per tile (a build's noise): the draws reach the GPU through pinned memory value
+    for value, and the noise equals the CPU's (as the one-generator test above)."""
+
+    def generators() -> list[torch.Generator]:
+        return [torch.Generator().manual_seed(seed) for seed in range(len(tiles))]
+
+    shape = (len(tiles), 4, 31, 29)
+    assert torch.equal(table_uniform(shape, generators(), "cuda").cpu(), table_uniform(shape, generators()))
+    cpu_model, gpu_model = models
+    with torch.no_grad():
+        lr = cpu_model(tiles, noise=False).lr
+        cpu = cpu_model.noise(lr, generators())
+        gpu = gpu_model.noise(lr.cuda(), generators()).cpu()
+        ahead = gpu_model.noise(lr.cuda(), uniform=table_uniform(lr.shape, generators(), "cuda")).cpu()
+    assert torch.allclose(cpu, gpu, atol=1e-6, rtol=0)
+    assert torch.equal(ahead, gpu)
 
 
 def test_gpu_batch_equals_one_by_one(models, tiles):

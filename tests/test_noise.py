@@ -8,7 +8,7 @@ import torch
 from scipy import stats
 
 from sen2naip_hub.models import NoiseModel
-from sen2naip_hub.models.noise import published_noise_axes
+from sen2naip_hub.models.noise import published_noise_axes, table_uniform
 
 SAMPLES_PER_BIN = 20_000
 
@@ -130,3 +130,26 @@ def test_one_generator_per_item_equals_noising_each_item_alone(noise_model, mode
 def test_the_wrong_number_of_generators_is_refused(noise_model):
     with pytest.raises(ValueError, match=r"one generator per batch item \(3\).*got 2"):
         noise_model.sample(torch.zeros(3, 4, 4, 4), [torch.Generator(), torch.Generator()])
+
+
+def test_draws_made_ahead_give_the_same_noise(noise_model):
+    """``uniform`` drawn ahead by ``table_uniform`` (a build's loader does) = drawing them in ``sample``."""
+    x = torch.rand(4, 4, 10, 10, generator=torch.Generator().manual_seed(2)) * 0.5
+    seeds = [5, 6, 7, 5]
+
+    def generators() -> list[torch.Generator]:
+        return [torch.Generator().manual_seed(s) for s in seeds]
+
+    uniform = table_uniform(x.shape, generators())
+    assert uniform.dtype == torch.float64 and bool(((uniform >= 0) & (uniform < 1)).all())
+    assert torch.equal(noise_model.sample(x, uniform=uniform), noise_model.sample(x, generators()))
+    assert torch.equal(noise_model(x, uniform=uniform), x + noise_model.sample(x, generators()))
+    assert not torch.equal(noise_model.sample(x, uniform=1 - uniform), noise_model.sample(x, generators()))
+
+
+def test_draws_made_ahead_must_fit(noise_model):
+    x = torch.zeros(2, 4, 6, 6)
+    with pytest.raises(ValueError, match=r"uniform draws of shape \(2, 4, 6, 5\) for noise of shape"):
+        noise_model.sample(x, uniform=torch.zeros(2, 4, 6, 5, dtype=torch.float64))
+    with pytest.raises(ValueError, match="table mode's; this noise's mode is 'gaussian'"):
+        noise_model.sample(x, mode="gaussian", uniform=torch.zeros(2, 4, 6, 6, dtype=torch.float64))

@@ -25,7 +25,15 @@ GAUSSIAN_RELATIVE_STD: float = 0.025
 #: The noise's source: one generator, one per batch item (see :func:`draw`), or None (torch's default).
 Generators = torch.Generator | Sequence[torch.Generator] | None
 
-__all__ = ["NOISE_MODES", "Generators", "NoiseModel", "draw", "published_noise_axes", "sample_table_noise"]
+__all__ = [
+    "NOISE_MODES",
+    "Generators",
+    "NoiseModel",
+    "draw",
+    "published_noise_axes",
+    "sample_table_noise",
+    "table_uniform",
+]
 
 
 def published_noise_axes() -> tuple[torch.Tensor, torch.Tensor]:
@@ -58,9 +66,30 @@ def draw(
             f"expected one generator per batch item ({shape[0]}) on one device, got {len(generators)} "
             f"on {sorted({str(g.device) for g in generators})}"
         )
+    # One buffer, each item drawn into its own slice (no per-item tensors to join); pinned when the draws
+    # go from the CPU to a GPU, so that their copy does not wait on pageable memory.
+    source = generators[0].device if generators else torch.device("cpu")
+    pinned = source.type == "cpu" and torch.device(device).type == "cuda"
+    out = torch.empty(shape, dtype=dtype, device=source, pin_memory=pinned)
     item = (1, *shape[1:])
-    draws = [sampler(item, generator=g, device=g.device, dtype=dtype) for g in generators]
-    return (torch.cat(draws) if draws else torch.empty(shape, dtype=dtype)).to(device)
+    for index, each in enumerate(generators):
+        sampler(item, generator=each, out=out[index : index + 1])
+    return out.to(device, non_blocking=pinned)
+
+
+def table_uniform(
+    shape: torch.Size | tuple[int, ...], generator: Generators = None, device: torch.device | str = "cpu"
+) -> torch.Tensor:
+    """The uniform draws (float64, ``[0, 1)``, one per pixel) that :func:`sample_table_noise` makes for
+    an ``x`` of ``shape`` from ``generator``, on ``device``. Draw them ahead (in a loader thread, say)
+    and pass them as its ``uniform``: the noise is the same as drawing them there.
+
+    >>> a = table_uniform((2, 4, 3, 3), [torch.Generator().manual_seed(s) for s in (1, 2)])
+    >>> b = table_uniform((1, 4, 3, 3), torch.Generator().manual_seed(2))
+    >>> bool((a[1:] == b).all())
+    True
+    """
+    return draw(torch.rand, shape, generator, torch.device(device), torch.float64)
 
 
 def sample_table_noise(
@@ -69,13 +98,18 @@ def sample_table_noise(
     edges: torch.Tensor,
     values: torch.Tensor,
     generator: Generators = None,
+    *,
+    uniform: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Draw noise for every pixel of ``x`` ``(B, C, H, W)`` from ``table`` by inverse-CDF sampling.
 
     ``table`` is ``(R, K)`` (shared by all bands) or ``(C, R, K)`` (one per band): row ``r`` is
     P(noise = values[k] | reflectance bin r), bins as ``np.digitize(x, edges)`` (``R = len(edges) + 1``).
-    Rows are normalised here, so counts work as well as probabilities. ``generator``: see :func:`draw`.
+    Rows are normalised here, so counts work as well as probabilities. ``generator``: see :func:`draw`;
+    ``uniform``: the draws made ahead by :func:`table_uniform` (then ``generator`` is not used).
     """
+    if uniform is not None and tuple(uniform.shape) != tuple(x.shape):
+        raise ValueError(f"uniform draws of shape {tuple(uniform.shape)} for noise of shape {tuple(x.shape)}")
     per_band = table.ndim == 3
     tables = table if per_band else table[None]
     n_tables, n_rows, n_values = tables.shape
@@ -95,7 +129,9 @@ def sample_table_noise(
     row = torch.bucketize(x.detach().contiguous(), edges.to(device=x.device, dtype=x.dtype), right=True)
     if per_band:
         row = row + torch.arange(x.shape[1], device=x.device).reshape(1, -1, 1, 1) * n_rows
-    key = row.to(torch.float64) + draw(torch.rand, x.shape, generator, x.device, torch.float64)
+    if uniform is None:
+        uniform = table_uniform(x.shape, generator, x.device)
+    key = row.to(torch.float64) + uniform.to(device=x.device, dtype=torch.float64)
     column = torch.searchsorted(flat, key.reshape(-1), right=True).reshape(x.shape) - row * n_values
     column = column.clamp(0, n_values - 1)
     return values.to(device=x.device, dtype=x.dtype)[column]
@@ -143,9 +179,19 @@ class NoiseModel(
         model.values.copy_(torch.as_tensor(values, dtype=torch.float64))
         return model
 
-    def sample(self, x: torch.Tensor, generator: Generators = None, mode: str | None = None):
-        """Noise for ``x`` ``(B, 4, h, w)`` LR reflectance (not yet added)."""
+    def sample(
+        self,
+        x: torch.Tensor,
+        generator: Generators = None,
+        mode: str | None = None,
+        *,
+        uniform: torch.Tensor | None = None,
+    ):
+        """Noise for ``x`` ``(B, 4, h, w)`` LR reflectance (not yet added). ``uniform``: ``table`` mode's
+        draws made ahead (:func:`table_uniform`, in place of drawing from ``generator``)."""
         mode = self.mode if mode is None else mode
+        if uniform is not None and mode != "table":
+            raise ValueError(f"uniform draws are the table mode's; this noise's mode is {mode!r}")
         if mode == "none":
             return torch.zeros_like(x)
         if mode == "gaussian":
@@ -153,7 +199,7 @@ class NoiseModel(
             return rms * GAUSSIAN_RELATIVE_STD * draw(torch.randn, x.shape, generator, x.device, x.dtype)
         if mode == "table":
             self._check_table()
-            return sample_table_noise(x, self.table, self.edges, self.values, generator)
+            return sample_table_noise(x, self.table, self.edges, self.values, generator, uniform=uniform)
         raise ValueError(f"noise mode must be one of {NOISE_MODES}, got {mode!r}")
 
     def _check_table(self) -> None:
@@ -163,9 +209,16 @@ class NoiseModel(
                 "(...) or NoiseModel.from_table(...), or use mode='none' for no noise"
             )
 
-    def forward(self, x: torch.Tensor, generator: Generators = None, mode: str | None = None):
-        """``x`` plus noise."""
-        return x + self.sample(x, generator, mode)
+    def forward(
+        self,
+        x: torch.Tensor,
+        generator: Generators = None,
+        mode: str | None = None,
+        *,
+        uniform: torch.Tensor | None = None,
+    ):
+        """``x`` plus noise (arguments as :meth:`sample`)."""
+        return x + self.sample(x, generator, mode, uniform=uniform)
 
     def noise_std(self) -> torch.Tensor:
         """Standard deviation of the noise in each reflectance bin: ``(R,)`` or ``(4, R)``."""
