@@ -117,12 +117,14 @@ def test_process_reads_equal_thread_reads_and_the_spool_is_removed(tmp_path, sam
     path = sorted((sample_dir / "naip").glob("*.tif"))[0]
     tiles = [{"path": str(path), "row": r, "col": c} for r, c in list(tiling.grid_origins(path, TILE))[:20]]
     settings = {"out": str(tmp_path / "out"), "sources": {"naip": {"folder": str(path.parent)}}}
-    config = BuildConfig.model_validate(settings | {"device": "cpu", "synthetic": {"tile_size": TILE}})
+    synthetic = {"tile_size": TILE, "noise": False}  # no model needed: no draws ahead
+    config = BuildConfig.model_validate(settings | {"device": "cpu", "synthetic": synthetic})
     loaded = []
     for processes in (0, 2):
         context = BuildContext(config, echo=lambda _: None, processes=processes)
         try:
-            hr, geometry = load_degrade({"tiles": tiles}, context)
+            hr, geometry, draws = load_degrade({"tiles": tiles}, context)
+            assert draws is None
             spool = context.spool
             assert (spool is None) == (processes == 0)
             assert spool is None or not list(Path(spool).iterdir())  # every spooled array taken back

@@ -7,8 +7,9 @@ import os
 import shutil
 import tempfile
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import BrokenExecutor, Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -98,14 +99,18 @@ class BuildContext:
 
     @property
     def workers(self) -> Executor:
-        """Where tile reads and shard writes run: :attr:`processes` worker processes (spawned, made on
-        first use, set up by :func:`~dataset_builder.core.workers.start_worker`), or :attr:`readers`
-        when that is 0. Work sent there must be picklable."""
+        """Where tile reads run: :attr:`processes` worker processes (:meth:`process_pool` ``"workers"``),
+        or :attr:`readers` when that is 0. Work sent there must be picklable."""
         if not self.processes:
             return self.readers
+        return self.process_pool("workers")
+
+    def process_pool(self, purpose: str) -> ProcessPoolExecutor:
+        """:attr:`processes` worker processes for one ``purpose`` (spawned on first use, set up by
+        :func:`~dataset_builder.core.workers.start_worker`)."""
         spawn = multiprocessing.get_context("spawn")  # not fork: this process may hold CUDA and threads
         pool = lambda: ProcessPoolExecutor(self.processes, mp_context=spawn, initializer=start_worker)  # noqa: E731
-        return self.cached("workers", pool)
+        return self.cached(f"processes:{purpose}", pool)
 
     @property
     def spool(self) -> str | None:
@@ -122,11 +127,13 @@ class BuildContext:
         return tempfile.mkdtemp(prefix="sen2naip-spool-", dir=root)
 
     def offload(self, function: Callable[..., Any], *args: Any) -> Any:
-        """``function(*args)`` in a worker process when there are any (waiting for it), else here."""
+        """``function(*args)`` in a worker process when there are any (waiting for it), else here. Long
+        jobs (shard writes) go to a pool of their own (:meth:`process_pool` ``"offload"``), so that the
+        reads queued for the device never wait behind them."""
         if not self.processes:
             return function(*args)
         try:
-            return self.workers.submit(function, *args).result()
+            return self.process_pool("offload").submit(function, *args).result()
         except BrokenExecutor as err:
             raise stopped(err) from err
 
@@ -140,18 +147,24 @@ class BuildContext:
         if spool:
             shutil.rmtree(spool, ignore_errors=True)
 
-    def upload(self, array: np.ndarray) -> torch.Tensor:
-        """``array`` as a tensor on :attr:`device`, complete on return. On CUDA the copy runs on a side
-        stream, so a loader thread's copy overlaps the kernels of the task being computed; pass the
-        tensor through :meth:`adopt` on the thread that uses it."""
-        tensor = torch.from_numpy(array)
+    @contextmanager
+    def side_stream(self) -> Iterator[None]:
+        """On CUDA, the block's device work goes to a stream of its own and is complete when the block
+        ends, so that a loader thread's copies overlap the kernels of the task being computed; pass the
+        tensors it made through :meth:`adopt` on the thread that uses them. Elsewhere: nothing."""
         if torch.device(self.device).type != "cuda":
-            return tensor
+            yield
+            return
         stream = torch.cuda.Stream(self.device)
         with torch.cuda.stream(stream):
-            copied = tensor.to(self.device, non_blocking=True)
+            yield
         stream.synchronize()
-        return copied
+
+    def upload(self, array: np.ndarray) -> torch.Tensor:
+        """``array`` as a tensor on :attr:`device`, complete on return (copied on a
+        :meth:`side_stream`)."""
+        with self.side_stream():
+            return torch.from_numpy(array).to(self.device, non_blocking=True)
 
     @staticmethod
     def adopt(tensor: torch.Tensor) -> torch.Tensor:

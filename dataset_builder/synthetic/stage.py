@@ -41,6 +41,7 @@ from dataset_builder.core.tiling import grid_origins
 from dataset_builder.synthetic import reads
 from dataset_builder.synthetic.selection import select_diverse
 from sen2naip_hub.io import lr_transform
+from sen2naip_hub.models.noise import table_uniform
 from sen2naip_hub.sensors import NAIP, reflectance_to_s2
 
 __all__ = [
@@ -186,18 +187,43 @@ def plan_degrade(config: BuildConfig, selected: list[dict[str, Any]], sources: l
     return Step("synthetic: degrade", tasks)
 
 
-def _add_noise(model, lr: torch.Tensor, chosen: list[dict[str, Any]], seed: int) -> torch.Tensor:
-    """Each tile's own noise, drawn from a CPU generator seeded by :func:`tile_seed` (the build seed and
-    the tile id): the same draw whatever the device and the batch, so a GPU build's rows match a CPU's.
-    One call for the batch (one generator per tile; the draws reach the device in one copy)."""
-    generators = [torch.Generator().manual_seed(tile_seed(seed, c["tile_id"])) for c in chosen]
-    return model.noise(lr, generators)
+def _tile_generators(chosen: list[dict[str, Any]], seed: int) -> list[torch.Generator]:
+    """Each tile's own noise source: a CPU generator seeded by :func:`tile_seed` (the build seed and the
+    tile id), so a tile's draw is the same whatever the device and the batch: a GPU build's rows match a
+    CPU's."""
+    return [torch.Generator().manual_seed(tile_seed(seed, c["tile_id"])) for c in chosen]
 
 
-def load_degrade(args: dict[str, Any], context: BuildContext) -> tuple[torch.Tensor, list]:
+def _noise_draws(chosen: list[dict[str, Any]], context: BuildContext) -> torch.Tensor | None:
+    """The batch's table-noise draws (:func:`~sen2naip_hub.models.noise.table_uniform` from
+    :func:`_tile_generators`), on the device, made by the loader so that the thread driving the device
+    does not (256 tiles: ~15 M float64 draws, 120 MB). None without noise, or for a model whose noise is
+    not drawn from a table (its runner draws it)."""
+    config = context.config
+    if not config.synthetic.noise or (model := context.degradation).noise.mode != "table":
+        return None
+    side = config.synthetic.tile_size // model.scale
+    shape = (len(chosen), len(NAIP.all_bands), side, side)
+    with context.side_stream():
+        return table_uniform(shape, _tile_generators(chosen, config.seed), context.device)
+
+
+def _add_noise(
+    model, lr: torch.Tensor, chosen: list[dict[str, Any]], seed: int, uniform: torch.Tensor | None
+) -> torch.Tensor:
+    """Each tile's own noise (from :func:`_tile_generators`), its draws made ahead when ``uniform``."""
+    if uniform is not None:
+        return model.noise(lr, uniform=uniform)
+    return model.noise(lr, _tile_generators(chosen, seed))
+
+
+def load_degrade(
+    args: dict[str, Any], context: BuildContext
+) -> tuple[torch.Tensor, list, torch.Tensor | None]:
     """Task loader: one batch's HR windows, read by the workers (:func:`reads.read_hr_group`, up to
     :data:`reads.READ_GROUP` tiles of one image each) → reflectance ``(N, 4, H, W)`` on the device
-    (NAIP counts converted there, :func:`counts_on_device`), geometries."""
+    (NAIP counts converted there, :func:`counts_on_device`), geometries, and the noise's draws
+    (:func:`_noise_draws`)."""
     size, chosen = context.config.synthetic.tile_size, args["tiles"]
     groups = reads.hr_groups(chosen)
     read = partial(reads.read_hr_group, size=size, spool=context.spool)
@@ -214,7 +240,7 @@ def load_degrade(args: dict[str, Any], context: BuildContext) -> tuple[torch.Ten
         hr[slice(group[0], group[-1] + 1) if contiguous else group] = counts_on_device(values, valid)
         for index, place in zip(group, where, strict=True):
             geometry[index] = place
-    return hr, geometry
+    return hr, geometry, _noise_draws(chosen, context)
 
 
 def counts_on_device(values: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
@@ -233,13 +259,14 @@ def counts_on_device(values: torch.Tensor, valid: torch.Tensor | None) -> torch.
 def run_degrade(args: dict[str, Any], context: BuildContext, loaded: tuple) -> bytes:
     """Task runner: one batch of selected tiles → their records, LR only (noise seeded per tile)."""
     config, chosen = context.config, args["tiles"]
-    synthetic, (hr, geometry) = config.synthetic, loaded
+    synthetic, (hr, geometry, uniform) = config.synthetic, loaded
     hr = context.adopt(hr)
     model = context.degradation
     with torch.inference_mode():
         lr = model(hr, noise=False, harmonization=synthetic.harmonization).lr
         if synthetic.noise:
-            lr = _add_noise(model, lr, chosen, config.seed)
+            uniform = None if uniform is None else context.adopt(uniform)
+            lr = _add_noise(model, lr, chosen, config.seed, uniform)
     lr = reflectance_to_s2(lr.float().cpu().numpy())
     size = synthetic.tile_size
     records = [
