@@ -46,7 +46,7 @@ from dataset_builder.write.output import (
     result,
     write_staging,
 )
-from dataset_builder.write.pipeline import DependentTasks
+from dataset_builder.write.pipeline import DEFAULT_WRITERS, DependentTasks
 
 __all__ = ["LOCK_NAME", "build_dataset", "build_facts"]
 
@@ -128,7 +128,10 @@ def _run_stages(
     splitter = config.splits.splitter()
     shards = synthetic_shards.plan_shards(config, selected, degrade, splitter)
     with DependentTasks(
-        shards, store, lambda task: synthetic_shards.write_planned_shard(task, store, config, context)
+        shards,
+        store,
+        lambda task: synthetic_shards.write_planned_shard(task, store, config, context),
+        workers=context.processes or DEFAULT_WRITERS,  # a shard per offload process
     ) as writer:
         backend.execute(degrade, store, context, progress, on_saved=writer.notify)
     manifest = list(sources) + cross_sensor.manifest_entries(pairs, store, splitter)

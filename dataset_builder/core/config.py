@@ -273,8 +273,8 @@ class BuildConfig(_Section):
     workers: int | Literal["auto"] = Field(
         "auto",
         description=(
-            "Processes that read tiles and write shards (0: threads in the build process; auto: "
-            "cores − 3, at most 16, on machines of ≥ 8 cores, else 0)."
+            "Processes that read tiles, and as many that write shards (0: threads in the build "
+            "process; auto: cores − 3, at most 16, on machines of ≥ 8 cores, else 0)."
         ),
     )
     sources: SourcesConfig = Field(default_factory=SourcesConfig, description="Inputs.")

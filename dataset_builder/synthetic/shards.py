@@ -7,7 +7,8 @@ split are known once the selection is: the selected tiles of a split, in selecti
 (``write/synthetic/<split>-NNNNN.parquet``, in the ``write`` stage's folder, so a change of shard limits
 restarts only the writing), naming the degradation checkpoints it ``needs``;
 :class:`dataset_builder.write.pipeline.DependentTasks` starts each shard as soon as those exist, on one
-of the build's worker processes when it has them (:func:`write_planned_shard`).
+of the build's offload processes when it has worker processes (:func:`write_planned_shard`; as many
+shards at once as there are processes).
 :func:`write_synthetic_shard` takes the rows' LR and fields from the degradation checkpoints and reads
 each HR window again (the same bytes the degradation read) as the shard's uint16
 (:func:`dataset_builder.synthetic.reads.read_hr_s2`).
@@ -95,7 +96,8 @@ def plan_shards(
 def write_planned_shard(
     task: Task, store: Checkpoints, config: BuildConfig, context: BuildContext
 ) -> Path | None:
-    """:func:`write_synthetic_shard` in one of the build's worker processes (or here, without them)."""
+    """:func:`write_synthetic_shard` in one of the build's offload processes (or here, without worker
+    processes: :meth:`~dataset_builder.core.context.BuildContext.offload`)."""
     return context.offload(write_synthetic_shard, task, store, config)
 
 
