@@ -35,9 +35,11 @@ import hashlib
 import json
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -48,9 +50,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mosaic import load_tiles_npy, make_mosaic, tiles_from_sample
 from synthetic_baseline import baseline_rates, cpu_check, random_degradation
-from timing_probe import STAGES, StageProbe
+from timing_probe import STAGES, CpuMeter, StageProbe
 
 REPO = Path(__file__).resolve().parents[1]
+#: The probe's label of the degradation step (the py-spy recording starts with its first call).
+DEGRADE_LABEL = STAGES[5][0]
 DEFAULT_TILES_NPY = REPO / ".devcarry" / "tiles.npy"
 SAMPLE_DIR = REPO.parent / "shared" / "sample"
 #: Tolerance of the CPU check: p99.9 of |LR(GPU) − LR(CPU path)| in reflectance (issue 16's bound for
@@ -83,14 +87,33 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--models", type=Path, default=None, help="folder of converted published models")
     p.add_argument("--tiles-npy", type=Path, default=DEFAULT_TILES_NPY)
     p.add_argument("--workdir", type=Path, default=None, help="default: a new temporary folder")
-    p.add_argument("--baseline-tiles", type=int, default=None, help="default 1,024 (64 on CPU)")
+    p.add_argument("--baseline-tiles", type=int, default=None, help="default 1,024 (64 on CPU); 0: skip")
     p.add_argument("--cpu-check", type=int, default=0, metavar="N", help="compare N rows with the CPU path")
     p.add_argument("--keep", action="store_true", help="keep the work folder")
+    p.add_argument("--runs", type=int, choices=(1, 2), default=2, help="2: build again, check identity")
+    p.add_argument(
+        "--switch-interval",
+        type=float,
+        nargs="+",
+        default=None,
+        metavar="S",
+        help="sys.setswitchinterval (s) for run 1 [and run 2] (default: the interpreter's)",
+    )
+    p.add_argument(
+        "--py-spy",
+        type=Path,
+        default=None,
+        metavar="BIN",
+        help="py-spy binary: record run 1's degradation step (GIL holders and all threads) into --py-spy-out",
+    )
+    p.add_argument("--py-spy-out", type=Path, default=Path("."), help="folder of the py-spy profiles")
+    p.add_argument("--py-spy-seconds", type=int, default=20)
     args = p.parse_args()
     cpu = args.device == "cpu"
     args.tile_size = args.tile_size or (128 if cpu else 484)
     args.precision = args.precision or ("fp32" if cpu else "bf16")  # bf16 autocast is slow on CPUs
-    args.baseline_tiles = args.baseline_tiles or (64 if cpu else 1024)
+    if args.baseline_tiles is None:
+        args.baseline_tiles = 64 if cpu else 1024
     return args
 
 
@@ -135,13 +158,32 @@ def build_config(args: argparse.Namespace, naip: Path, model: Path, out: Path, n
     }
 
 
-def run_build(settings: dict) -> tuple[StageProbe, dict]:
+def py_spy_hook(args: argparse.Namespace) -> dict[str, Callable[[], object]]:
+    """The probe's hook that starts py-spy on this process when the degradation step starts: one
+    recording of the threads that hold the GIL, one of every thread (idle ones too), raw stacks."""
+    if args.py_spy is None:
+        return {}
+
+    def start() -> None:
+        args.py_spy_out.mkdir(parents=True, exist_ok=True)
+        for name, flags in (("gil", ["--gil"]), ("all", ["--idle"])):
+            command = [str(args.py_spy), "record", "--pid", str(os.getpid()), "--threads", "--nonblocking"]
+            command += ["-r", "200", "-d", str(args.py_spy_seconds), "-f", "raw"]
+            command += [*flags, "-o", str(args.py_spy_out / f"degrade_{name}.txt")]
+            with open(args.py_spy_out / f"{name}.err", "w") as errors:  # the child keeps its own copy
+                subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=errors)
+        print(f"py-spy: recording {args.py_spy_seconds} s of the degradation step into {args.py_spy_out}")
+
+    return {DEGRADE_LABEL: start}
+
+
+def run_build(settings: dict, on_first: dict | None = None) -> tuple[StageProbe, dict]:
     """One build under the stage probe; returns the probe and facts of the result."""
     from dataset_builder.build import build_dataset
     from dataset_builder.core.config import BuildConfig
 
     config = BuildConfig.model_validate(settings)
-    with StageProbe() as probe:
+    with CpuMeter() as meter, StageProbe(on_first) as probe:
         result = build_dataset(config, progress=False, echo=lambda line: print(f"  build: {line}"))
     out = Path(settings["out"])
     entries = [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
@@ -158,6 +200,7 @@ def run_build(settings: dict) -> tuple[StageProbe, dict]:
         "shards": shards,
         "selection": hashlib.sha256(selection).hexdigest(),
         "manifest": hashlib.sha256((out / "manifest.jsonl").read_bytes()).hexdigest(),
+        "meter": meter,
     }
     return probe, facts
 
@@ -166,9 +209,15 @@ def print_table(probe: StageProbe, facts: dict, title: str) -> float:
     """The stage table of one build; returns the synthetic stage's seconds."""
     counts = {"tiles": facts["tiles"], "nonblank": facts["nonblank"], "rows": facts["rows"]}
     print(f"\n{title}")
-    print("| stage | calls | items | busy s | span s | items/s (span) |\n|---|---:|---:|---:|---:|---:|")
-    for row in probe.rows(counts):
-        print("| {stage} | {calls} | {items:,} | {busy:.2f} | {span:.2f} | {rate:,.0f} |".format(**row))
+    print(
+        "| stage | calls | items | busy s | span s | items/s (span) | cores: build process, workers |"
+        "\n|---|---:|---:|---:|---:|---:|---:|"
+    )
+    for row in probe.rows(counts, facts["meter"]):
+        print(
+            "| {stage} | {calls} | {items:,} | {busy:.2f} | {span:.2f} | {rate:,.0f} | "
+            "{cores:.1f}, {children:.1f} |".format(**row)
+        )
     total, sources = probe.total(), probe.span(STAGES[0][0])
     stage = total - sources
     for label, seconds in (("whole build", total), ("synthetic stage (build − sources)", stage)):
@@ -205,12 +254,15 @@ def main() -> None:
     processes = worker_processes(args.workers if args.workers == "auto" else int(args.workers))
     print(f"workers: {args.workers} → {processes} processes ({os.cpu_count()} cores; 0 = threads)")
 
+    intervals = args.switch_interval or [sys.getswitchinterval()]
     runs = []
-    for name in ("run 1", "run 2 (same seed, fresh folders)"):
+    for name in ("run 1", "run 2 (same seed, fresh folders)")[: args.runs]:
+        sys.setswitchinterval(intervals[min(len(runs), len(intervals) - 1)])
+        print(f"\n{name}: interpreter switch interval {sys.getswitchinterval() * 1e3:g} ms")
         settings = build_config(
             args, naip, model, root / name.split(" (")[0].replace(" ", "") / "sen2naip", n_tiles
         )
-        probe, facts = run_build(settings)
+        probe, facts = run_build(settings, py_spy_hook(args) if not runs else None)
         seconds = print_table(probe, facts, name)
         runs.append((settings, facts, seconds))
         if len(runs) == 1 and args.cpu_check:
@@ -218,16 +270,21 @@ def main() -> None:
         shutil.rmtree(Path(settings["out"]))  # disk: keep only what the identity check needs
         shutil.rmtree(Path(settings["work_dir"]) / "write", ignore_errors=True)
 
-    (first, a, seconds), (_, b, again) = runs
-    same = {key: a[key] == b[key] for key in ("selection", "shards", "manifest")}
-    print(
-        f"\nrerun identity: selection {same['selection']}, {len(a['shards'])} shards sha256 "
-        f"{same['shards']}, manifest {same['manifest']}"
-    )
-    old = baseline_rates(naip, model, args, first, n_tiles, a)
-    print(old.table())
-    print("(the old path's rates exclude model loading; the new runs' seconds include it)")
-    for name, stage_s in (("run 1", seconds), ("run 2", again)):
+    (first, a, seconds), *rerun = runs
+    same = {}
+    if rerun:
+        (_, b, _) = rerun[0]
+        same = {key: a[key] == b[key] for key in ("selection", "shards", "manifest")}
+        print(
+            f"\nrerun identity: selection {same['selection']}, {len(a['shards'])} shards sha256 "
+            f"{same['shards']}, manifest {same['manifest']}"
+        )
+    old = baseline_rates(naip, model, args, first, n_tiles, a) if args.baseline_tiles else None
+    if old is not None:
+        print(old.table())
+        print("(the old path's rates exclude model loading; the new runs' seconds include it)")
+    for index, (_, _, stage_s) in enumerate(runs if old is not None else ()):
+        name = f"run {index + 1}"
         new_rate = a["tiles"] / stage_s
         verdict = "met" if new_rate >= TARGET_TILES_PER_S else "NOT met"
         print(
