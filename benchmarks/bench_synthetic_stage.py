@@ -106,6 +106,14 @@ def parse_args() -> argparse.Namespace:
         metavar="BIN",
         help="py-spy binary: record run 1's degradation step (GIL holders and all threads) into --py-spy-out",
     )
+    p.add_argument(
+        "--prefetch-depth",
+        type=int,
+        nargs="+",
+        default=None,
+        metavar="N",
+        help="the local backend's tasks read ahead, for run 1 [and run 2] (default: the builder's)",
+    )
     p.add_argument("--py-spy-out", type=Path, default=Path("."), help="folder of the py-spy profiles")
     p.add_argument("--py-spy-seconds", type=int, default=20)
     args = p.parse_args()
@@ -254,11 +262,18 @@ def main() -> None:
     processes = worker_processes(args.workers if args.workers == "auto" else int(args.workers))
     print(f"workers: {args.workers} → {processes} processes ({os.cpu_count()} cores; 0 = threads)")
 
+    from dataset_builder.backends import local
+
     intervals = args.switch_interval or [sys.getswitchinterval()]
+    depths = args.prefetch_depth or [local.PREFETCH_DEPTH]
     runs = []
     for name in ("run 1", "run 2 (same seed, fresh folders)")[: args.runs]:
         sys.setswitchinterval(intervals[min(len(runs), len(intervals) - 1)])
-        print(f"\n{name}: interpreter switch interval {sys.getswitchinterval() * 1e3:g} ms")
+        local.PREFETCH_DEPTH = depths[min(len(runs), len(depths) - 1)]
+        print(
+            f"\n{name}: interpreter switch interval {sys.getswitchinterval() * 1e3:g} ms, "
+            f"prefetch depth {local.PREFETCH_DEPTH}"
+        )
         settings = build_config(
             args, naip, model, root / name.split(" (")[0].replace(" ", "") / "sen2naip", n_tiles
         )
