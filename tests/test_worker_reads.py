@@ -81,6 +81,19 @@ def test_blank_rule_on_stored_counts_decides_as_on_reflectance(sample_dir) -> No
     assert tiling.blank_reason(textured, valid=valid, scale=1 / 255).startswith("blank: nodata 1.6%")
 
 
+def test_band_std_of_8_bit_values_is_numpys_from_exact_sums() -> None:
+    """Random, masked-out (a copy of the valid pixels), one-value, constant and 0/255 rows."""
+    rng = np.random.default_rng(3)
+    tile = rng.integers(0, 256, (4, 484 * 484), dtype=np.uint8)
+    tile[2] = 255
+    tile[3, ::2], tile[3, 1::2] = 0, 255
+    for values in (tile, tile[:, rng.random(tile.shape[1]) < 0.3], tile[:, :1]):
+        np.testing.assert_allclose(tiling.band_std(values), values.std(axis=1), rtol=1e-12, atol=0)
+    assert tiling.band_std(tile)[2] == 0.0 and tiling.band_std(tile)[3] == 127.5
+    floats = rng.random((4, 50)).astype(np.float32)
+    np.testing.assert_array_equal(tiling.band_std(floats), floats.std(axis=1))
+
+
 def test_spooled_arrays_come_back_once(tmp_path) -> None:
     array = np.arange(24, dtype=np.uint8).reshape(2, 3, 4)
     assert workers.take(workers.put(array, None)) is array
