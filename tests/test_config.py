@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from dataset_builder.core.config import BuildConfig, ConfigError, config_reference, load_config
+from dataset_builder.core.config import BuildConfig, ConfigError, load_config
+from dataset_builder.core.config_reference import config_reference
 from sen2naip_hub.cli import main
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

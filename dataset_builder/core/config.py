@@ -12,7 +12,8 @@ unset or empty). Relative paths are relative to the working directory the build 
 from the command line use dotted keys (``{"synthetic.clip_model": "ViT-L-14"}``) and are checked like
 file keys. Every model forbids unknown keys and is strict about types (a quoted number is not a
 number); every mistake raises :class:`ConfigError` with one line naming the key, the value found and
-what is allowed. :func:`config_reference` renders the schema as the README's config reference.
+what is allowed. :mod:`dataset_builder.core.config_reference` renders the schema as the README's config
+reference.
 """
 
 from __future__ import annotations
@@ -51,9 +52,9 @@ __all__ = [
     "SplitsConfig",
     "SyntheticStageConfig",
     "WriteConfig",
-    "config_reference",
     "expand_env",
     "from_dict",
+    "is_section",
     "load_config",
 ]
 
@@ -362,14 +363,15 @@ def _known_keys(model: type[BaseModel], loc: tuple) -> list[str]:
         if isinstance(part, int):
             continue
         annotation = model.model_fields[str(part)].annotation
-        sections = [a for a in (*typing.get_args(annotation), annotation) if _is_section(a)]
+        sections = [a for a in (*typing.get_args(annotation), annotation) if is_section(a)]
         if not sections:
             break
         model = sections[0]
     return list(model.model_fields)
 
 
-def _is_section(value: Any) -> bool:
+def is_section(value: Any) -> bool:
+    """True for a section of the config (a pydantic model), False for a value's type."""
     return isinstance(value, type) and issubclass(value, BaseModel)
 
 
@@ -406,28 +408,3 @@ def load_config(path: str | os.PathLike | None, overrides: Mapping[str, Any] | N
         return config.with_overrides(overrides or {})
     except ConfigError as err:
         raise ConfigError(f"{path}: {err}" if path is not None else str(err)) from None
-
-
-# ---------------------------------------------------------------- the README's reference
-def _type_name(annotation: Any) -> str:
-    """A type as the table shows it: ``str or null``, ``one of 'global', 'local', 'none'``."""
-    text = str(annotation).replace("typing.", "").replace("NoneType", "None")
-    text = re.sub(r"<class '([\w.]+)'>", lambda m: m.group(1).rsplit(".", 1)[-1], text)
-    text = re.sub(r"^Optional\[(.*)\]$", r"\1 | None", re.sub(r"dataset_builder\.[\w.]+\.", "", text))
-    text = re.sub(r"Literal\[([^\]]*)\]", r"one of \1", text)
-    text = re.sub(r"^Union\[(.*)\]$", lambda m: m.group(1).replace(", one of", " or one of"), text)
-    return text.replace(" | None", " or null").replace(" | ", " or ")
-
-
-def config_reference(model: type[BaseModel] = BuildConfig, prefix: str = "") -> list[str]:
-    """Markdown table rows ``| key | type | default | meaning |`` of every leaf key, from the schema."""
-    rows = []
-    for name, field in model.model_fields.items():
-        sections = [a for a in (*typing.get_args(field.annotation), field.annotation) if _is_section(a)]
-        if sections:
-            rows += config_reference(sections[0], f"{prefix}{name}.")
-            continue
-        default = field.get_default(call_default_factory=True)
-        meaning = (field.description or "").replace("``", "`")
-        rows.append(f"| `{prefix}{name}` | {_type_name(field.annotation)} | `{default!r}` | {meaning} |")
-    return rows
