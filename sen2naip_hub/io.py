@@ -263,7 +263,8 @@ def _valid_pixels(src, counts: np.ndarray, window: Window | None, nodata: float 
     band are nodata; without ``nodata``, the internal per-dataset mask (not an alpha band) decides."""
     if nodata is not None:
         missing = np.isnan(counts) if np.isnan(nodata) else counts == counts.dtype.type(nodata)
-        return ~missing.all(axis=0)
+        valid = ~missing.all(axis=0)
+        return None if valid.all() else valid
     flags = src.mask_flag_enums[0]
     if MaskFlags.per_dataset in flags and MaskFlags.alpha not in flags:
         return src.dataset_mask(window=window) > 0
