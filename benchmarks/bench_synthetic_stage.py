@@ -54,7 +54,7 @@ from timing_probe import STAGES, CpuMeter, StageProbe
 
 REPO = Path(__file__).resolve().parents[1]
 #: The probe's label of the degradation step (the py-spy recording starts with its first call).
-DEGRADE_LABEL = STAGES[5][0]
+DEGRADE_LABEL = next(label for label, target, _ in STAGES if target.endswith(":run_degrade"))
 DEFAULT_TILES_NPY = REPO / ".devcarry" / "tiles.npy"
 SAMPLE_DIR = REPO.parent / "shared" / "sample"
 #: Tolerance of the CPU check: p99.9 of |LR(GPU) − LR(CPU path)| in reflectance (issue 16's bound for
