@@ -52,6 +52,18 @@ class InterruptedBuildError(BaseException):
         self.signum = signum
 
 
+def forget_caught_interrupt() -> None:
+    """Make CPython forget a ``KeyboardInterrupt`` that ended code it ran from a string, now caught.
+
+    CPython (3.11 at least) notes a ``KeyboardInterrupt`` that ends any ``exec``/``eval`` of a string
+    (``dataclasses`` and ``namedtuple`` build their methods that way, on import), even when a caller
+    catches it later; a process started as ``python -m`` then kills itself with SIGINT at exit in place
+    of the exit code it was given (-2, not 130). Evaluating a string clears the note: ``eval`` resets it
+    before it runs.
+    """
+    eval("None")
+
+
 @contextmanager
 def stop_signals_resumably(work: Path) -> Iterator[None]:
     """Turn SIGINT and SIGTERM during the block into one line saying how to resume and exit code
@@ -65,6 +77,7 @@ def stop_signals_resumably(work: Path) -> Iterator[None]:
     try:
         yield
     except (KeyboardInterrupt, InterruptedBuildError) as err:
+        forget_caught_interrupt()
         signum = getattr(err, "signum", signal.SIGINT)
         name = signal.Signals(signum).name
         typer.echo(

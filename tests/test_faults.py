@@ -11,6 +11,7 @@ import fcntl
 import resource
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -142,6 +143,25 @@ def test_signals_a_failing_write_and_a_kill_before_a_shard_rename_all_resume(bui
     finished = run_build(config, env)
     assert finished.returncode == 0, finished.stderr[-2000:]
     assert digests(out) == built["digests"]
+
+
+def test_an_interrupt_that_ends_code_run_from_a_string_still_exits_130(tmp_path) -> None:
+    """Under ``python -m``, CPython kills itself with SIGINT at exit after a KeyboardInterrupt that ended
+    exec'd string code (as a dataclass being built on import when Ctrl-C lands), even once caught; the
+    build's signal handling clears that, so the exit code stays 130 (it was -2, now and then)."""
+    (tmp_path / "interrupted_build.py").write_text(
+        "from pathlib import Path\n"
+        "import typer\n"
+        "from dataset_builder.cli import stop_signals_resumably\n"
+        "def main() -> None:\n"
+        "    with stop_signals_resumably(Path('work')):\n"
+        "        exec('raise KeyboardInterrupt')\n"
+        "typer.run(main)\n"
+    )
+    done = subprocess.run([sys.executable, "-m", "interrupted_build"], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=SUBPROCESS_TIMEOUT_S)  # fmt: skip
+    assert done.returncode == 130, done.stderr[-2000:]
+    assert done.stderr.strip().splitlines()[-1].startswith("interrupted by SIGINT: the checkpoints in work")
 
 
 def test_a_second_build_in_a_running_work_folder_is_refused(build_setup, tmp_path, capsys) -> None:
