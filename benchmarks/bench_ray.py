@@ -112,7 +112,10 @@ def _runner(backend: str, args: argparse.Namespace, actors_per_gpu: int, workers
     if backend == "local":
         return LocalBackend()
     threads = args.ray_threads if args.device == "cpu" else None
-    return RayBackend(RayOptions(workers=workers, torch_threads=threads, actors_per_gpu=actors_per_gpu))
+    options = RayOptions(
+        workers=workers, torch_threads=threads, actors_per_gpu=actors_per_gpu, processes=args.actor_processes
+    )
+    return RayBackend(options)
 
 
 def run_stage(config, runner) -> dict:
@@ -217,12 +220,15 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--clip-model")
     parser.add_argument("--embed-batch-size", type=int)
     parser.add_argument("--batch-size", type=int, help="tiles per degradation task")
-    parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
+    parser.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32")
     parser.add_argument("--models", type=Path, help="converted published weights (default: random weights)")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="cpu: actors per pool")
     parser.add_argument("--ray-threads", type=int, default=1, help="cpu: torch threads per Ray actor")
     parser.add_argument(
         "--actors-per-gpu", type=int, nargs="+", default=[2], help="cuda: actors sharing a GPU"
+    )
+    parser.add_argument(
+        "--actor-processes", type=int, help="worker processes of each actor (default: the backend's)"
     )
     return parser
 

@@ -7,6 +7,7 @@ local code on the driver for both backends, so it would add time and prove nothi
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 from pathlib import Path
@@ -16,6 +17,7 @@ import pytest
 from build_helpers import NAIP_DIR, digests, naip_folder, small_config, write_yaml
 from conftest import offline_hf
 
+from dataset_builder.backends import ray as ray_backend
 from dataset_builder.build import build_dataset
 from dataset_builder.core.config import load_config
 from dataset_builder.core.errors import BuildError
@@ -43,16 +45,21 @@ def both(tmp_path_factory, reference_dir, ray_cluster) -> dict:
     root = tmp_path_factory.mktemp("ray_backend")
     naip = naip_folder(root)
     builds = {}
-    for backend in ("local", "ray"):
-        out = root / backend / "sen2naip"
+    for name in ("local", "ray", "ray_processes"):
+        out = root / name / "sen2naip"
         settings = small_config(
             naip, reference_dir / "sen2naip-degradation", out, cross_sensor={"enabled": False}
         )
-        config = load_config(write_yaml(root / f"{backend}.yaml", settings))
+        config = load_config(write_yaml(root / f"{name}.yaml", settings))
         with pytest.MonkeyPatch.context() as patch:
             offline_hf(patch, root / "hf_home")
+            if name == "ray_processes":  # the actor reads through a worker process of its own
+                patch.setattr(
+                    ray_backend, "RayOptions", functools.partial(ray_backend.RayOptions, processes=1)
+                )
+            backend = name.split("_")[0]
             result = build_dataset(config, progress=False, echo=lambda _: None, backend=backend)
-        builds[backend] = {"out": out, "work": config.work_path, "result": result}
+        builds[name] = {"out": out, "work": config.work_path, "result": result}
     return builds
 
 
@@ -64,12 +71,13 @@ def test_ray_selects_the_same_tiles(both) -> None:
     assert len({t.rsplit("_r", 1)[0] for t in local}) > 1  # from several images
 
 
-def test_ray_writes_byte_identical_shards_card_and_manifest(both) -> None:
-    local, remote = digests(both["local"]["out"]), digests(both["ray"]["out"])
+@pytest.mark.parametrize("ray_build", ["ray", "ray_processes"])
+def test_ray_writes_byte_identical_shards_card_and_manifest(both, ray_build) -> None:
+    local, remote = digests(both["local"]["out"]), digests(both[ray_build]["out"])
     shards = [name for name in local if name.endswith(".parquet")]
     assert len(shards) >= 3 and MANIFEST_NAME in local and "README.md" in local
     assert remote == local
-    assert both["ray"]["result"].counts == both["local"]["result"].counts
+    assert both[ray_build]["result"].counts == both["local"]["result"].counts
 
 
 def test_ray_rerun_changes_nothing(both) -> None:

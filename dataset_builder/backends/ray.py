@@ -46,8 +46,9 @@ On GPUs (what matters, measured in ``benchmarks/SCALING.md``):
 from __future__ import annotations
 
 import json
+import math
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,18 +56,31 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from dataset_builder.backends.local import run_ahead
 from dataset_builder.core.checkpoints import KILL_ENV, Checkpoints
 from dataset_builder.core.config import BuildConfig
-from dataset_builder.core.context import BuildContext
+from dataset_builder.core.context import BuildContext, worker_processes
 from dataset_builder.core.errors import BuildError
-from dataset_builder.core.plan import Step, Task, check_step, run_task
+from dataset_builder.core.plan import Step, Task, check_step
 
-__all__ = ["INSTALL_HINT", "RayBackend", "RayOptions", "TaskActor", "pool_size", "require_ray"]
+__all__ = [
+    "INSTALL_HINT",
+    "RayBackend",
+    "RayOptions",
+    "TaskActor",
+    "actor_processes",
+    "pool_size",
+    "require_ray",
+    "tasks_per_call",
+]
 
 #: What to run when Ray is missing.
 INSTALL_HINT: str = "pip install 'sen2naip-hub[ray]'"
-#: CPUs each actor asks Ray for.
+#: CPUs each actor asks Ray for itself (the thread driving its device), besides one per worker process.
 CPUS_PER_WORKER: float = 1.0
+#: Tasks one actor call runs at most (one after another, reading ahead as the local backend does): the
+#: tasks of a step are spread evenly over the actors, so each starts reading ahead once per call.
+MAX_TASKS_PER_CALL: int = 64
 #: Actors sharing one GPU by default (each asks for 1 / this of it), so reads overlap compute.
 ACTORS_PER_GPU: int = 2
 #: Object store of a local cluster started by the backend (see the module docstring).
@@ -90,6 +104,8 @@ class RayOptions:
         actors_per_gpu: actors sharing one GPU; each asks Ray for ``1 / actors_per_gpu`` GPU.
         object_store_bytes: object store of a local cluster this backend starts (ignored when it
             connects to a running one).
+        processes: worker processes of each actor for its tile reads (0: threads), as the local
+            backend's ``workers``; None: :func:`actor_processes` of the actor's share of the CPUs.
     """
 
     address: str | None = None
@@ -97,12 +113,15 @@ class RayOptions:
     torch_threads: int | None = None
     actors_per_gpu: int = ACTORS_PER_GPU
     object_store_bytes: int = OBJECT_STORE_BYTES
+    processes: int | None = None
 
     def __post_init__(self) -> None:
         for name in ("workers", "torch_threads", "actors_per_gpu", "object_store_bytes"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise BuildError(f"ray option {name} must be a positive integer, found {value}")
+        if self.processes is not None and self.processes < 0:
+            raise BuildError(f"ray option processes must be 0 or more, found {self.processes}")
 
 
 def pool_size(options: RayOptions, cluster_gpus: float, device: str) -> tuple[int, float]:
@@ -119,6 +138,32 @@ def pool_size(options: RayOptions, cluster_gpus: float, device: str) -> tuple[in
     return options.workers or gpus * options.actors_per_gpu, 1.0 / options.actors_per_gpu
 
 
+def actor_processes(options: RayOptions, workers_setting: int | str, cluster_cpus: float, actors: int) -> int:
+    """Worker processes of each actor: ``options.processes``, else the build's ``workers`` setting for
+    the actor's share of the cluster's CPUs (``auto``: one per core but three, from 8 cores up).
+
+    >>> actor_processes(RayOptions(), "auto", cluster_cpus=16, actors=1)
+    13
+    >>> actor_processes(RayOptions(), "auto", 16, actors=2), actor_processes(RayOptions(), "auto", 2, 1)
+    (5, 0)
+    >>> actor_processes(RayOptions(processes=3), "auto", cluster_cpus=16, actors=1)
+    3
+    """
+    if options.processes is not None:
+        return options.processes
+    return worker_processes(workers_setting, cores=max(1, int(cluster_cpus) // max(1, actors)))
+
+
+def tasks_per_call(tasks: int, actors: int) -> int:
+    """Tasks in one actor call: the step's tasks spread evenly over the actors, at most
+    :data:`MAX_TASKS_PER_CALL` (a failed call is retried whole).
+
+    >>> tasks_per_call(40, 1), tasks_per_call(80, 2), tasks_per_call(3, 4), tasks_per_call(1000, 2)
+    (40, 40, 1, 64)
+    """
+    return max(1, min(MAX_TASKS_PER_CALL, math.ceil(tasks / max(1, actors))))
+
+
 def require_ray() -> None:
     """Raise :class:`BuildError` with the install line unless ``ray[data]`` can be imported."""
     try:
@@ -129,20 +174,24 @@ def require_ray() -> None:
 
 
 class TaskActor:
-    """Ray actor: one :class:`BuildContext` (models loaded once); each row is one task."""
+    """Ray actor: one :class:`BuildContext` (models loaded once, ``processes`` worker processes reading
+    tiles); each row is one task, and a call runs its rows as the local backend runs a step
+    (:func:`~dataset_builder.backends.local.run_ahead`: the next tasks' inputs are read while one
+    computes), yielding each task's checkpoint as soon as it is made."""
 
-    def __init__(self, config: BuildConfig, torch_threads: int) -> None:
+    def __init__(self, config: BuildConfig, torch_threads: int, processes: int = 0) -> None:
         os.environ.pop(KILL_ENV, None)  # the kill-and-resume hook is for the driver only
         torch.set_num_threads(torch_threads)
-        self.context = BuildContext(config, echo=lambda _: None, processes=0)  # Ray spreads the work
+        self.context = BuildContext(config, echo=lambda _: None, processes=processes)
 
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        payloads = []
+    def __call__(self, batch: dict[str, np.ndarray]) -> Iterator[dict[str, np.ndarray]]:
         rows = zip(batch["name"], batch["runner"], batch["args"], batch["loader"], strict=True)
-        for name, runner, args, loader in rows:
-            task = Task(str(name), str(runner), json.loads(str(args)), str(loader) or None)
-            payloads.append(run_task(task, self.context))
-        return {"name": batch["name"], "payload": np.array(payloads, dtype=object)}
+        tasks = [Task(str(n), str(r), json.loads(str(a)), str(loader) or None) for n, r, a, loader in rows]
+        for task, payload in run_ahead(tasks, self.context):
+            yield {"name": np.array([task.name]), "payload": np.array([payload], dtype=object)}
+
+    def __del__(self) -> None:
+        self.context.close()  # its worker processes and spool folder
 
 
 class RayBackend:
@@ -170,15 +219,26 @@ class RayBackend:
         context.echo(f"ray: connected to {self.options.address or 'a new local cluster'}")
         self._started = True
 
-    def _pool_args(self, config: BuildConfig) -> dict[str, Any]:
-        """``map_batches`` resources of the actor pool: GPUs when the cluster has them and device allows."""
+    def _pool_args(self, config: BuildConfig, tasks: int) -> dict[str, Any]:
+        """``map_batches`` arguments of the actor pool: actors, their worker processes and the CPUs for
+        them, GPUs when the cluster has them and the device allows, tasks per call."""
         import ray
         import ray.data
 
-        workers, gpu_share = pool_size(self.options, ray.cluster_resources().get("GPU", 0), config.device)
+        resources = ray.cluster_resources()
+        workers, gpu_share = pool_size(self.options, resources.get("GPU", 0), config.device)
+        processes = actor_processes(self.options, config.workers, resources.get("CPU", 1), workers)
+        cpus = CPUS_PER_WORKER + processes
+        if cpus > resources.get("CPU", 1):
+            raise BuildError(
+                f"ray: an actor with {processes} worker processes needs {cpus:g} CPUs, the cluster has "
+                f"{resources.get('CPU', 1):g}; give fewer processes"
+            )
         args: dict[str, Any] = {
             "compute": ray.data.ActorPoolStrategy(size=workers),
-            "num_cpus": CPUS_PER_WORKER,
+            "num_cpus": cpus,
+            "batch_size": tasks_per_call(tasks, workers),
+            "fn_constructor_kwargs": {"processes": processes},
         }
         if gpu_share:
             args["num_gpus"] = gpu_share
@@ -216,12 +276,10 @@ class RayBackend:
             {"name": t.name, "runner": t.runner, "args": json.dumps(t.args), "loader": t.loader or ""}
             for t in todo
         ]
+        pool = self._pool_args(context.config, len(items))
+        pool["fn_constructor_kwargs"] |= {"config": context.config, "torch_threads": threads}
         dataset = ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
-            TaskActor,
-            batch_size=1,
-            batch_format="numpy",
-            fn_constructor_kwargs={"config": context.config, "torch_threads": threads},
-            **self._pool_args(context.config),
+            TaskActor, batch_format="numpy", **pool
         )
         with tqdm(total=len(todo), desc=f"{title} (ray)", unit="task", disable=not progress) as bar:
             for row in dataset.iter_rows():
