@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import logging
 import os
 import shutil
 import sys
@@ -131,13 +130,14 @@ def run_stage(config, runner) -> dict:
     sources = stage_sources(config, store, progress=False)
     context = BuildContext(config, quiet)
     times = {"start": time.perf_counter()}
+    arrivals: dict[str, list[float]] = {"embed": [], "degrade": []}
     embed = synthetic.plan_embed(config, sources)
-    runner.execute(embed, store, context, progress=False)
+    runner.execute(embed, store, context, False, lambda _: arrivals["embed"].append(time.perf_counter()))
     times["embed"] = time.perf_counter()
-    selected = synthetic.select(config, store, embed, quiet)["selected"]
+    selected = synthetic.select(config, store, embed, quiet, context.device)["selected"]
     times["select"] = time.perf_counter()
     degrade = synthetic.plan_degrade(config, selected, sources)
-    runner.execute(degrade, store, context, progress=False)
+    runner.execute(degrade, store, context, False, lambda _: arrivals["degrade"].append(time.perf_counter()))
     times["degrade"] = time.perf_counter()
     runner.close()
     context.close()
@@ -149,6 +149,11 @@ def run_stage(config, runner) -> dict:
         "selected": len(selected),
         "digests": {n: hashlib.sha256(store.path(n).read_bytes()).hexdigest() for n in names},
         "traffic": _traffic(store, embed, degrade, tiles, len(selected)),
+        "startup": {
+            step: (got[0] - times[previous], (len(got) - 1) / max(got[-1] - got[0], 1e-9))
+            for (step, got), previous in zip(arrivals.items(), ("start", "select"), strict=True)
+            if got
+        },
     }
 
 
@@ -261,15 +266,19 @@ def _row(label: str, got: dict, base: float, same: str) -> str:
     rate = got["tiles"] / total
     steps = f"{s['embed']:>8.1f}{s['select']:>8.1f}{s['degrade']:>9.1f}"
     rates = f"{got['tiles'] / s['embed']:>9.1f}{got['selected'] / s['degrade']:>9.1f}"
-    return f"{label:<20}{got['tiles']:>7}{steps}{total:>9.1f}{rates}{rate:>9.1f}{rate / base:>8.2f}x  {same}"
+    first = "; ".join(
+        f"{step}: first checkpoint after {wait:.1f} s, then {per_s:.2f} tasks/s"
+        for step, (wait, per_s) in got["startup"].items()
+    )
+    return (
+        f"{label:<20}{got['tiles']:>7}{steps}{total:>9.1f}{rates}{rate:>9.1f}{rate / base:>8.2f}x  {same}\n"
+        f"{'':<20}({first})"
+    )
 
 
 def main() -> None:
     args = _args()
     import ray
-    import ray.data
-
-    logging.getLogger("ray.data").setLevel(logging.WARNING)  # its per-operator progress lines
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     with tempfile.TemporaryDirectory(prefix="bench_ray_") as tmp:

@@ -149,7 +149,7 @@ def build_dataset(
 ) -> BuildResult:
     """Run (or resume, or confirm) the build described by ``config``; see the module docstring.
 
-    ``backend="ray"`` runs the plan's tasks on Ray Data (the optional ``ray`` extra) on the cluster at
+    ``backend="ray"`` runs the plan's tasks on Ray actors (the optional ``ray`` extra) on the cluster at
     ``address`` (None: the one already initialised, else a new local one).
 
     Raises:

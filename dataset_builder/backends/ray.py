@@ -1,18 +1,22 @@
-"""The Ray backend: ``sen2naip build --backend ray [--address ...]`` runs each step's tasks on Ray Data.
+"""The Ray backend: ``sen2naip build --backend ray [--address ...]`` runs each step's tasks on Ray actors.
 
-Every step of the plan (cross-sensor pairs, CLIP embedding per image, degradation per batch) becomes a
-Ray dataset of its tasks (one row each) mapped by a pool of :class:`TaskActor` s. An actor builds one
-:class:`~dataset_builder.core.context.BuildContext` (so the Degradation model and the CLIP encoder load
-once per actor) and runs each row through :func:`~dataset_builder.core.plan.run_task`, the function the
-local backend calls. Rows come back as checkpoint bytes and the driver writes them under the task's
-own name, whatever order they arrive in. The driver also runs what is not a task: listing the sources,
-the k-means++ selection and writing the dataset.
+The backend starts a pool of :class:`TaskActor` s on the cluster on its first step and keeps it for
+every step after (cross-sensor pairs, CLIP embedding per image, degradation per batch) until
+:meth:`RayBackend.close`. An actor builds one :class:`~dataset_builder.core.context.BuildContext` (so
+the Degradation model and the CLIP encoder load once per actor, and its worker processes start once)
+and runs the tasks it is given as the local backend runs a step
+(:func:`~dataset_builder.backends.local.run_ahead`: the inputs of the next tasks are read while one
+computes, every task through :func:`~dataset_builder.core.plan.run_task`). A step's tasks go to the
+actors in slices of :func:`tasks_per_call`, a new slice to each actor that finishes one; each task's
+checkpoint bytes stream back as soon as they are made (a Ray streaming generator) and the driver writes
+them under the task's own name, whatever order they arrive in. The driver also runs what is not a
+task: listing the sources, the k-means++ selection and writing the dataset.
 
 Why the result equals the local backend's, byte for byte: every task gets the same arguments (batches
-are fixed by the plan, never by Ray's block sizes or scheduling), actors use the driver's number of
-torch CPU threads (:attr:`RayOptions.torch_threads`), and the selection and the writer are the local
-code. Floating-point kernels can still differ between machines (CPU vs GPU), as they do for the local
-backend run on two machines.
+are fixed by the plan, never by Ray's scheduling), actors use the driver's number of torch CPU threads
+(:attr:`RayOptions.torch_threads`), and the selection and the writer are the local code. Floating-point
+kernels can still differ between machines (CPU vs GPU), as they do for the local backend run on two
+machines.
 
 On a remote cluster (``--address``) the workers must be able to import this package and read the input
 paths (a shared filesystem mounted at the same path); checkpoints and the dataset are written by the
@@ -20,11 +24,12 @@ driver only.
 
 On GPUs (what matters, measured in ``benchmarks/SCALING.md``):
 
-* **Actors per GPU.** Each pool has :attr:`RayOptions.actors_per_gpu` actors per GPU (default
-  :data:`ACTORS_PER_GPU` = 2), each asking for ``1 / actors_per_gpu`` of a GPU, so one actor reads
-  its tiles, runs CLIP's CPU preprocessing and encodes its checkpoint while the other computes.
-  Each actor holds its own CUDA context and models (CLIP ViT-B-32 ~0.6 GB, the Degradation ~0.1 GB,
-  plus activations of one batch): memory is not the limit on an 80-140 GB card.
+* **Actors per GPU.** :attr:`RayOptions.actors_per_gpu` actors per GPU (default :data:`ACTORS_PER_GPU`
+  = 1), each asking for ``1 / actors_per_gpu`` of a GPU and for one CPU per worker process it reads
+  tiles with (:func:`actor_processes`: the build's ``workers`` setting for the actor's share of the
+  CPUs). One actor per GPU with a dozen processes reading ahead keeps the GPU as busy as the local
+  backend does; two actors split those CPUs and each holds its own CUDA context and models (CLIP
+  ViT-B-32 ~0.6 GB, the Degradation ~0.1 GB, plus activations of one batch).
 * **What crosses the object store.** A task carries only its arguments (an image path, or a batch's
   tile windows: path, row, column, id; a few hundred bytes a tile); the actor reads the pixels
   itself. What comes back is the checkpoint's bytes: ~2 KB a tile for an embedding (ViT-B-32, 512
@@ -33,26 +38,24 @@ On GPUs (what matters, measured in ``benchmarks/SCALING.md``):
 * **The cluster this backend starts** (no ``--address``): no dashboard, logs not forwarded to the
   driver, its session files under :data:`RAY_TEMP_DIR` (``$RAY_TMPDIR`` or ``/tmp/ray``: Unix socket
   paths must stay under 108 bytes), and an object store of :attr:`RayOptions.object_store_bytes`
-  (default :data:`OBJECT_STORE_BYTES` = 4 GiB: Ray Data keeps a few tasks in flight per actor, and a
-  degrade task returns ~118 KB a tile, 7.6 MB at ``batch_size`` 64, 30 MB at 256; Ray puts the store
-  in ``/dev/shm`` and falls back to disk, slower, with a warning, when ``/dev/shm`` is smaller).
-* Fixed costs are paid per step: each step's pool starts its actors (import torch and open_clip,
-  CUDA context) and loads its model on the first task (~10-15 s for two CPU pools, measured on 2
-  cores). On one H200 a 3,072-tile build took 48.9 s with Ray against 13.6 s locally (0.28×, every
-  checkpoint equal); how much of that is start-up and how much a slower steady state is not yet
-  measured.
+  (default :data:`OBJECT_STORE_BYTES` = 4 GiB; a degrade task returns ~118 KB a tile, 30 MB at
+  ``batch_size`` 256; Ray puts the store in ``/dev/shm`` and falls back to disk, slower, with a
+  warning, when ``/dev/shm`` is smaller).
+* Fixed costs are paid once per build: the cluster's start and the actors' (import torch and
+  open_clip, CUDA context, worker processes), and each model's load on its first task.
 """
 
 from __future__ import annotations
 
-import json
+import contextlib
+import dataclasses
 import math
 import os
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
 from tqdm.auto import tqdm
 
@@ -61,7 +64,7 @@ from dataset_builder.core.checkpoints import KILL_ENV, Checkpoints
 from dataset_builder.core.config import BuildConfig
 from dataset_builder.core.context import BuildContext, worker_processes
 from dataset_builder.core.errors import BuildError
-from dataset_builder.core.plan import Step, Task, check_step
+from dataset_builder.core.plan import Step, Task, check_step, first_line
 
 __all__ = [
     "INSTALL_HINT",
@@ -78,11 +81,12 @@ __all__ = [
 INSTALL_HINT: str = "pip install 'sen2naip-hub[ray]'"
 #: CPUs each actor asks Ray for itself (the thread driving its device), besides one per worker process.
 CPUS_PER_WORKER: float = 1.0
-#: Tasks one actor call runs at most (one after another, reading ahead as the local backend does): the
-#: tasks of a step are spread evenly over the actors, so each starts reading ahead once per call.
+#: Tasks one actor call runs at most (one after another, reading ahead as the local backend does): a
+#: step's tasks are spread evenly over the actors, in slices no larger than this so that an actor that
+#: finishes early takes the next slice.
 MAX_TASKS_PER_CALL: int = 64
-#: Actors sharing one GPU by default (each asks for 1 / this of it), so reads overlap compute.
-ACTORS_PER_GPU: int = 2
+#: Actors sharing one GPU by default (each asks for 1 / this of it; each reads ahead on its own).
+ACTORS_PER_GPU: int = 1
 #: Object store of a local cluster started by the backend (see the module docstring).
 OBJECT_STORE_BYTES: int = 4 * 2**30
 #: Where a local cluster started by the backend keeps its session files (sockets, logs, spilled objects).
@@ -127,8 +131,8 @@ class RayOptions:
 def pool_size(options: RayOptions, cluster_gpus: float, device: str) -> tuple[int, float]:
     """Actors of a pool and the GPU share of each (0.0: CPU actors).
 
-    >>> pool_size(RayOptions(), cluster_gpus=1, device="cuda")
-    (2, 0.5)
+    >>> pool_size(RayOptions(), 1, "cuda"), pool_size(RayOptions(actors_per_gpu=2), 1, "cuda")
+    ((1, 1.0), (2, 0.5))
     >>> pool_size(RayOptions(workers=3), cluster_gpus=0, device="auto")
     (3, 0.0)
     """
@@ -156,7 +160,7 @@ def actor_processes(options: RayOptions, workers_setting: int | str, cluster_cpu
 
 def tasks_per_call(tasks: int, actors: int) -> int:
     """Tasks in one actor call: the step's tasks spread evenly over the actors, at most
-    :data:`MAX_TASKS_PER_CALL` (a failed call is retried whole).
+    :data:`MAX_TASKS_PER_CALL`.
 
     >>> tasks_per_call(40, 1), tasks_per_call(80, 2), tasks_per_call(3, 4), tasks_per_call(1000, 2)
     (40, 40, 1, 64)
@@ -165,42 +169,42 @@ def tasks_per_call(tasks: int, actors: int) -> int:
 
 
 def require_ray() -> None:
-    """Raise :class:`BuildError` with the install line unless ``ray[data]`` can be imported."""
+    """Raise :class:`BuildError` with the install line unless ``ray`` can be imported."""
     try:
-        import ray
-        import ray.data  # noqa: F401
+        import ray  # noqa: F401
     except ImportError as err:
-        raise BuildError(f"the Ray backend needs Ray Data ({err.name} is missing): {INSTALL_HINT}") from err
+        raise BuildError(f"the Ray backend needs Ray ({err.name} is missing): {INSTALL_HINT}") from err
 
 
 class TaskActor:
     """Ray actor: one :class:`BuildContext` (models loaded once, ``processes`` worker processes reading
-    tiles); each row is one task, and a call runs its rows as the local backend runs a step
-    (:func:`~dataset_builder.backends.local.run_ahead`: the next tasks' inputs are read while one
-    computes), yielding each task's checkpoint as soon as it is made."""
+    tiles) for every step of the build; :meth:`run` runs tasks as the local backend runs a step."""
 
     def __init__(self, config: BuildConfig, torch_threads: int, processes: int = 0) -> None:
         os.environ.pop(KILL_ENV, None)  # the kill-and-resume hook is for the driver only
         torch.set_num_threads(torch_threads)
         self.context = BuildContext(config, echo=lambda _: None, processes=processes)
 
-    def __call__(self, batch: dict[str, np.ndarray]) -> Iterator[dict[str, np.ndarray]]:
-        rows = zip(batch["name"], batch["runner"], batch["args"], batch["loader"], strict=True)
-        tasks = [Task(str(n), str(r), json.loads(str(a)), str(loader) or None) for n, r, a, loader in rows]
-        for task, payload in run_ahead(tasks, self.context):
-            yield {"name": np.array([task.name]), "payload": np.array([payload], dtype=object)}
+    def run(self, tasks: list[dict[str, Any]]) -> Iterator[tuple[str, bytes]]:
+        """``(name, checkpoint bytes)`` of each task, yielded as soon as it is made
+        (:func:`~dataset_builder.backends.local.run_ahead`: the next tasks' inputs are read meanwhile)."""
+        for task, payload in run_ahead([Task(**t) for t in tasks], self.context):
+            yield task.name, payload
 
-    def __del__(self) -> None:
-        self.context.close()  # its worker processes and spool folder
+    def close(self) -> None:
+        """Stop the context's worker processes and remove its spool folder."""
+        self.context.close()
 
 
 class RayBackend:
-    """Runs steps on the cluster at ``options.address`` (or a new local one, shut down by :meth:`close`)."""
+    """Runs steps on the cluster at ``options.address`` (or a new local one), on one pool of actors kept
+    from the first step to :meth:`close` (which also shuts down a cluster it started)."""
 
     def __init__(self, options: RayOptions | None = None) -> None:
         require_ray()
         self.options = options or RayOptions()
         self._started = False
+        self._actors: list[Any] = []
 
     def _connect(self, context: BuildContext) -> None:
         import ray
@@ -219,13 +223,14 @@ class RayBackend:
         context.echo(f"ray: connected to {self.options.address or 'a new local cluster'}")
         self._started = True
 
-    def _pool_args(self, config: BuildConfig, tasks: int) -> dict[str, Any]:
-        """``map_batches`` arguments of the actor pool: actors, their worker processes and the CPUs for
-        them, GPUs when the cluster has them and the device allows, tasks per call."""
+    def _pool(self, context: BuildContext) -> list[Any]:
+        """The actors (started on first use): how many, their worker processes, the CPUs and GPU share
+        each asks for (GPUs when the cluster has them and the build's device allows)."""
+        if self._actors:
+            return self._actors
         import ray
-        import ray.data
 
-        resources = ray.cluster_resources()
+        config, resources = context.config, ray.cluster_resources()
         workers, gpu_share = pool_size(self.options, resources.get("GPU", 0), config.device)
         processes = actor_processes(self.options, config.workers, resources.get("CPU", 1), workers)
         cpus = CPUS_PER_WORKER + processes
@@ -234,15 +239,10 @@ class RayBackend:
                 f"ray: an actor with {processes} worker processes needs {cpus:g} CPUs, the cluster has "
                 f"{resources.get('CPU', 1):g}; give fewer processes"
             )
-        args: dict[str, Any] = {
-            "compute": ray.data.ActorPoolStrategy(size=workers),
-            "num_cpus": cpus,
-            "batch_size": tasks_per_call(tasks, workers),
-            "fn_constructor_kwargs": {"processes": processes},
-        }
-        if gpu_share:
-            args["num_gpus"] = gpu_share
-        return args
+        actor = ray.remote(num_cpus=cpus, num_gpus=gpu_share)(TaskActor)
+        threads = self.options.torch_threads or torch.get_num_threads()
+        self._actors = [actor.remote(config, threads, processes) for _ in range(workers)]
+        return self._actors
 
     def execute(
         self,
@@ -266,32 +266,56 @@ class RayBackend:
         progress: bool,
         on_saved: Callable[[str], None] | None,
     ) -> None:
-        import ray.data
+        import ray
 
         context.convert_if_missing()  # on the driver, once, before actors try to load the model
         self._connect(context)
-        ray.data.DataContext.get_current().enable_progress_bars = False
-        threads = self.options.torch_threads or torch.get_num_threads()
-        items = [
-            {"name": t.name, "runner": t.runner, "args": json.dumps(t.args), "loader": t.loader or ""}
-            for t in todo
-        ]
-        pool = self._pool_args(context.config, len(items))
-        pool["fn_constructor_kwargs"] |= {"config": context.config, "torch_threads": threads}
-        dataset = ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
-            TaskActor, batch_format="numpy", **pool
-        )
+        actors = self._pool(context)
+        rows = [dataclasses.asdict(task) for task in todo]
+        size = tasks_per_call(len(rows), len(actors))
+        slices = deque(rows[i : i + size] for i in range(0, len(rows), size))
+        running = {actor.run.remote(slices.popleft()): actor for actor in actors if slices}
         with tqdm(total=len(todo), desc=f"{title} (ray)", unit="task", disable=not progress) as bar:
-            for row in dataset.iter_rows():
-                store.save_bytes(str(row["name"]), bytes(row["payload"]))
+            while running:
+                ready, _ = ray.wait(list(running), num_returns=1)
+                name, payload = self._next(ready[0], running, slices)
+                if name is None:
+                    continue
+                store.save_bytes(name, payload)
                 if on_saved is not None:
-                    on_saved(str(row["name"]))
+                    on_saved(name)
                 bar.update()
 
-    def close(self) -> None:
-        """Shut down the cluster this backend started (one it connected to keeps running)."""
-        if self._started:
-            import ray
+    @staticmethod
+    def _next(call: Any, running: dict[Any, Any], slices: deque) -> tuple[str | None, bytes | None]:
+        """The next ``(name, bytes)`` of an actor call; ``(None, None)`` when the call is done (its actor
+        then takes the next slice). A dead actor stops the build with one line."""
+        import ray
 
+        try:
+            return ray.get(next(call))
+        except StopIteration:
+            actor = running.pop(call)
+            if slices:
+                running[actor.run.remote(slices.popleft())] = actor
+            return None, None
+        except ray.exceptions.RayActorError as err:
+            raise BuildError(
+                f"ray: an actor stopped ({first_line(err)}); the checkpoints are kept: run the same "
+                "command again to resume"
+            ) from err
+
+    def close(self) -> None:
+        """Stop the actors, and shut down the cluster this backend started (one it connected to keeps
+        running)."""
+        import ray
+
+        if self._actors:
+            with contextlib.suppress(ray.exceptions.RayError):  # a dead actor has nothing left to close
+                ray.get([actor.close.remote() for actor in self._actors])
+            for actor in self._actors:
+                ray.kill(actor)
+            self._actors = []
+        if self._started:
             ray.shutdown()
             self._started = False
