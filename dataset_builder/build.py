@@ -190,6 +190,7 @@ def _build(
             f"nothing to do: {out} is up to date with this config and its inputs (checkpoints: {work})"
         )
         return result(out, changed=False)
+    backend.start(context)
     chunks, shards, manifest = _run_stages(config, store, context, backend, progress)
     staging = work / "staging"
     write_staging(config, staging, chunks, manifest, store, build_facts(config, context), progress, shards)

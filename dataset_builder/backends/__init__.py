@@ -23,7 +23,11 @@ BACKENDS: tuple[str, ...] = ("local", "ray")
 
 class Backend(Protocol):
     """Runs the tasks of a step that have no checkpoint yet and saves each one's checkpoint, calling
-    ``on_saved(name)`` (if given) on the driver after each save."""
+    ``on_saved(name)`` (if given) on the driver after each save; :meth:`start` (before the first
+    step, not waiting) begins what the steps will need, so that it starts while the driver lists the
+    sources."""
+
+    def start(self, context: BuildContext) -> None: ...
 
     def execute(
         self,

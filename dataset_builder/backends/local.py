@@ -49,6 +49,10 @@ def run_ahead(
 class LocalBackend:
     """Runs each task with the driver's :class:`BuildContext` and saves its checkpoint at once."""
 
+    def start(self, context: BuildContext) -> None:
+        """Start the context's worker processes and device (:meth:`BuildContext.start`)."""
+        context.start()
+
     def execute(
         self,
         step: Step,

@@ -184,6 +184,7 @@ class TaskActor:
         os.environ.pop(KILL_ENV, None)  # the kill-and-resume hook is for the driver only
         torch.set_num_threads(torch_threads)
         self.context = BuildContext(config, echo=lambda _: None, processes=processes)
+        self.context.start()  # while the driver lists the sources
 
     def run(self, tasks: list[dict[str, Any]]) -> Iterator[tuple[str, bytes]]:
         """``(name, checkpoint bytes)`` of each task, yielded as soon as it is made
@@ -244,6 +245,12 @@ class RayBackend:
         self._actors = [actor.remote(config, threads, processes) for _ in range(workers)]
         return self._actors
 
+    def start(self, context: BuildContext) -> None:
+        """Connect (or start a local cluster) and start the actors; they set up while the driver goes on."""
+        context.convert_if_missing()  # on the driver, once, before actors try to load the model
+        self._connect(context)
+        self._pool(context)
+
     def execute(
         self,
         step: Step,
@@ -268,8 +275,7 @@ class RayBackend:
     ) -> None:
         import ray
 
-        context.convert_if_missing()  # on the driver, once, before actors try to load the model
-        self._connect(context)
+        self.start(context)
         actors = self._pool(context)
         rows = [dataclasses.asdict(task) for task in todo]
         size = tasks_per_call(len(rows), len(actors))

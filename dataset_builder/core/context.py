@@ -112,6 +112,16 @@ class BuildContext:
         pool = lambda: ProcessPoolExecutor(self.processes, mp_context=spawn, initializer=start_worker)  # noqa: E731
         return self.cached(f"processes:{purpose}", pool)
 
+    def start(self) -> None:
+        """Begin, without waiting, what the first tasks would otherwise wait for: the :attr:`workers`
+        processes (each imports its libraries as it starts) and, on CUDA, the device's context."""
+        if self.processes:
+            pool = self.workers
+            for _ in range(self.processes):  # each submit finding no idle process starts one
+                pool.submit(os.getpid)
+        if torch.device(self.device).type == "cuda":
+            torch.empty(0, device=self.device)
+
     @property
     def spool(self) -> str | None:
         """The folder where :attr:`workers` processes put arrays they return (None with threads: arrays
