@@ -19,8 +19,12 @@ from conftest import offline_hf
 
 from dataset_builder.backends import ray as ray_backend
 from dataset_builder.build import build_dataset
+from dataset_builder.core.checkpoints import Checkpoints
 from dataset_builder.core.config import load_config
+from dataset_builder.core.context import BuildContext
 from dataset_builder.core.errors import BuildError
+from dataset_builder.sources.stage import stage_sources
+from dataset_builder.synthetic import stage as synthetic
 from dataset_builder.write.output import MANIFEST_NAME
 
 ray = pytest.importorskip("ray", reason="the optional ray extra is not installed")
@@ -107,3 +111,27 @@ def test_unknown_backend_is_refused(tmp_path) -> None:
     config = load_config(write_yaml(tmp_path / "c.yaml", small_config(NAIP_DIR, tmp_path, tmp_path / "out")))
     with pytest.raises(BuildError, match="unknown backend 'dask'"):
         build_dataset(config, progress=False, echo=lambda _: None, backend="dask")
+
+
+def test_an_actor_that_dies_stops_the_step_with_one_line(ray_cluster, reference_dir, tmp_path) -> None:
+    """An actor killed mid-step (out of memory, a node lost) stops the build with one line; the
+    checkpoints saved before it are kept, and the next run resumes from them."""
+    settings = small_config(
+        naip_folder(tmp_path), reference_dir / "sen2naip-degradation", tmp_path / "out",
+        cross_sensor={"enabled": False},
+    )  # fmt: skip
+    config = load_config(write_yaml(tmp_path / "c.yaml", settings))
+    store = Checkpoints(tmp_path / "work")
+    step = synthetic.plan_embed(config, stage_sources(config, store, progress=False))
+    assert len(step.tasks) >= 2
+    backend = ray_backend.RayBackend(ray_backend.RayOptions(workers=1))
+    context = BuildContext(config, echo=lambda _: None, processes=0)
+    kill_after_first = lambda _name: [ray.kill(actor) for actor in backend._actors]  # noqa: E731
+    try:
+        with pytest.raises(BuildError, match="ray: an actor stopped") as caught:
+            backend.execute(step, store, context, progress=False, on_saved=kill_after_first)
+    finally:
+        backend.close()
+        context.close()
+    assert "\n" not in str(caught.value) and "run the same command again to resume" in str(caught.value)
+    assert 1 <= sum(store.has(name) for name in step.names) < len(step.tasks)
