@@ -264,11 +264,12 @@ def _valid_pixels(src, counts: np.ndarray, window: Window | None, nodata: float 
     if nodata is not None:
         missing = np.isnan(counts) if np.isnan(nodata) else counts == counts.dtype.type(nodata)
         valid = ~missing.all(axis=0)
-        return None if valid.all() else valid
-    flags = src.mask_flag_enums[0]
-    if MaskFlags.per_dataset in flags and MaskFlags.alpha not in flags:
-        return src.dataset_mask(window=window) > 0
-    return None
+    else:
+        flags = src.mask_flag_enums[0]
+        if MaskFlags.per_dataset not in flags or MaskFlags.alpha in flags:
+            return None
+        valid = src.dataset_mask(window=window) > 0
+    return None if valid.all() else valid
 
 
 def _check_nodata_fits(nodata: float, info: RasterInfo) -> None:

@@ -7,10 +7,11 @@ import numpy as np
 import pytest
 import rasterio
 from conftest import write_geotiff
+from rasterio.windows import Window
 
 from sen2naip_hub.cli import main
 from sen2naip_hub.errors import InvalidImageError
-from sen2naip_hub.io import read_raster
+from sen2naip_hub.io import read_raster, read_stored_windows
 from sen2naip_hub.models import Degradation, HarmonizationModel
 
 
@@ -55,6 +56,9 @@ def test_internal_mask_is_nodata(tmp_path):
     raster = read_raster(path)
     assert np.isnan(raster.data[:, :4, :4]).all()
     assert np.isfinite(raster.data[:, 4:, :]).all() and raster.data[:, 10, 10].tolist() == [0.0] * 4
+    masked, whole = read_stored_windows(path, [Window(0, 0, 8, 8), Window(8, 8, 8, 8)])
+    assert masked.valid is not None and not masked.valid[:4, :4].any() and masked.valid[4:, 4:].all()
+    assert whole.valid is None  # every pixel of the window has data, as with a nodata tag
 
 
 def test_explicit_nodata_overrides_the_file(tmp_path):
