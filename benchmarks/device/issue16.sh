@@ -11,12 +11,7 @@
 #   bash benchmarks/device/issue16.sh "$OUT"
 set -uo pipefail
 out=${1:?usage: issue16.sh OUT}
-export PYTHONUNBUFFERED=1
-bash benchmarks/device/install.sh .devwheels /tmp/site >"$out/install.log" 2>&1 || {
-    tail -5 "$out/install.log"
-    exit 1
-}
-export PYTHONPATH=/tmp/site:$PWD
+source benchmarks/device/prepare.sh "$out"
 tiles=.devcarry/tiles.npy
 timeout 380 python3 benchmarks/bench_synthetic_stage.py --device cuda --precision fp16 --tiles-npy "$tiles" \
     --cpu-check 64 --baseline-tiles 256 --workdir /tmp/bs 2>&1 | grep -v -E "^\s*$" | tee "$out/synthetic.log"

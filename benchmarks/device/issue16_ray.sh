@@ -10,11 +10,6 @@
 set -uo pipefail
 out=${1:?usage: issue16_ray.sh OUT [bench arguments...]}
 shift
-export PYTHONUNBUFFERED=1
-bash benchmarks/device/install.sh .devwheels /tmp/site >"$out/install.log" 2>&1 || {
-    tail -5 "$out/install.log"
-    exit 1
-}
-export PYTHONPATH=/tmp/site:$PWD
+source benchmarks/device/prepare.sh "$out"
 timeout 470 python3 benchmarks/bench_ray.py --device cuda --tiles-npy .devcarry/tiles4.npy "$@" 2>&1 \
     | grep -v -E "core_worker.cc:2465|^\s*$" | tee "$out/bench_ray.log"

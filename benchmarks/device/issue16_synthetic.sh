@@ -13,12 +13,7 @@
 set -uo pipefail
 out=${1:?usage: issue16_synthetic.sh OUT [bench arguments...]}
 shift
-export PYTHONUNBUFFERED=1
-bash benchmarks/device/install.sh .devwheels /tmp/site >"$out/install.log" 2>&1 || {
-    tail -5 "$out/install.log"
-    exit 1
-}
-export PYTHONPATH=/tmp/site:$PWD
+source benchmarks/device/prepare.sh "$out"
 python3 -c 'import tarfile; tarfile.open(".devcarry/extra.tar.xz").extractall("/tmp/extra", filter="data")'
 timeout 380 python3 benchmarks/bench_synthetic_stage.py --device cuda --precision fp16 \
     --tiles-npy .devcarry/tiles4.npy --cpu-check 64 --workdir /tmp/bs "$@" 2>&1 | grep -v -E "^\s*$" \
