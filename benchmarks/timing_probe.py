@@ -99,8 +99,8 @@ class StageProbe:
         return self._end - self._start
 
     def span(self, label: str) -> float:
-        calls = self._calls[label]
-        return max(e for _, e in calls) - min(s for s, _ in calls) if calls else 0.0
+        start, end = self.window(label)
+        return end - start
 
     def window(self, label: str) -> tuple[float, float]:
         """The first call's start and the last call's end (``perf_counter`` seconds; 0, 0 if none)."""

@@ -276,7 +276,7 @@ class RayBackend:
         import ray
 
         self.start(context)
-        actors = self._pool(context)
+        actors = self._actors
         rows = [dataclasses.asdict(task) for task in todo]
         size = tasks_per_call(len(rows), len(actors))
         slices = deque(rows[i : i + size] for i in range(0, len(rows), size))
