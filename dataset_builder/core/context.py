@@ -114,8 +114,9 @@ class BuildContext:
 
     def start(self) -> None:
         """Begin, without waiting, what the first tasks would otherwise wait for: the :attr:`workers`
-        processes (each imports its libraries as it starts) and, on CUDA, the device's context."""
-        if self.processes:
+        processes when the synthetic stage (their only user) runs (each imports its libraries as it
+        starts) and, on CUDA, the device's context."""
+        if self.processes and self.config.synthetic.enabled:
             pool = self.workers
             for _ in range(self.processes):  # each submit finding no idle process starts one
                 pool.submit(os.getpid)
