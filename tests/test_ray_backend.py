@@ -135,3 +135,14 @@ def test_an_actor_that_dies_stops_the_step_with_one_line(ray_cluster, reference_
         context.close()
     assert "\n" not in str(caught.value) and "run the same command again to resume" in str(caught.value)
     assert 1 <= sum(store.has(name) for name in step.names) < len(step.tasks)
+
+
+def test_actors_asking_for_more_cpus_than_the_cluster_has_are_one_line(ray_cluster, tmp_path) -> None:
+    config = load_config(write_yaml(tmp_path / "c.yaml", small_config(NAIP_DIR, tmp_path, tmp_path / "out")))
+    backend = ray_backend.RayBackend(ray_backend.RayOptions(processes=5))  # 6 CPUs; the cluster has 2
+    try:
+        with pytest.raises(BuildError, match=r"needs 6 CPUs, the cluster has 2; give fewer") as caught:
+            backend.start(BuildContext(config, echo=lambda _: None, processes=0))
+    finally:
+        backend.close()
+    assert "\n" not in str(caught.value)
