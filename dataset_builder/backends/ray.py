@@ -41,8 +41,9 @@ On GPUs (what matters, measured in ``benchmarks/SCALING.md``):
   (default :data:`OBJECT_STORE_BYTES` = 4 GiB; a degrade task returns ~118 KB a tile, 30 MB at
   ``batch_size`` 256; Ray puts the store in ``/dev/shm`` and falls back to disk, slower, with a
   warning, when ``/dev/shm`` is smaller).
-* Fixed costs are paid once per build: the cluster's start and the actors' (import torch and
-  open_clip, CUDA context, worker processes), and each model's load on its first task.
+* Fixed costs are paid once per build, while the driver lists the sources: the cluster's start and
+  the actors' (import torch and open_clip, CUDA context, worker processes, and the models the build's
+  stages use: :func:`load_models`).
 """
 
 from __future__ import annotations
@@ -72,6 +73,7 @@ __all__ = [
     "RayOptions",
     "TaskActor",
     "actor_processes",
+    "load_models",
     "pool_size",
     "require_ray",
     "tasks_per_call",
@@ -176,6 +178,21 @@ def require_ray() -> None:
         raise BuildError(f"the Ray backend needs Ray ({err.name} is missing): {INSTALL_HINT}") from err
 
 
+def load_models(context: BuildContext) -> None:
+    """Load the models the build's tasks use into ``context`` now, as a Ray actor starts (the driver
+    lists the sources meanwhile), not on each actor's first task: the Degradation when a stage
+    degrades, the CLIP embedder when the synthetic stage runs. A model that fails to load is left for
+    the first task that needs it, which fails the way it would have without this."""
+    from dataset_builder.synthetic.stage import embedder
+
+    config = context.config
+    with contextlib.suppress(Exception):
+        if config.cross_sensor.enabled or config.synthetic.enabled:
+            context.degradation  # noqa: B018 (loads and keeps the model)
+        if config.synthetic.enabled:
+            embedder(context)
+
+
 class TaskActor:
     """Ray actor: one :class:`BuildContext` (models loaded once, ``processes`` worker processes reading
     tiles) for every step of the build; :meth:`run` runs tasks as the local backend runs a step."""
@@ -185,6 +202,7 @@ class TaskActor:
         torch.set_num_threads(torch_threads)
         self.context = BuildContext(config, echo=lambda _: None, processes=processes)
         self.context.start()  # while the driver lists the sources
+        load_models(self.context)
 
     def run(self, tasks: list[dict[str, Any]]) -> Iterator[tuple[str, bytes]]:
         """``(name, checkpoint bytes)`` of each task, yielded as soon as it is made

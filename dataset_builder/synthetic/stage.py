@@ -47,6 +47,7 @@ from sen2naip_hub.sensors import NAIP, reflectance_to_s2
 __all__ = [
     "SELECTION_CHECKPOINT",
     "counts_on_device",
+    "embedder",
     "load_degrade",
     "load_embed",
     "manifest_entries",
@@ -96,7 +97,13 @@ def plan_embed(config: BuildConfig, sources: list[dict[str, Any]]) -> Step:
     return Step("synthetic: tile + CLIP", tasks)
 
 
-def _embedder(context: BuildContext):
+def embedder(context: BuildContext):
+    """The context's CLIP embedder (:class:`~dataset_builder.synthetic.clip.ClipEmbedder` of the
+    config's model, weights, device, batch and precision), made on first use and kept."""
+    return context.cached("clip", lambda: _make_embedder(context))
+
+
+def _make_embedder(context: BuildContext):
     from dataset_builder.synthetic.clip import ClipEmbedder
 
     synthetic = context.config.synthetic
@@ -132,7 +139,7 @@ def run_embed(args: dict[str, Any], context: BuildContext, loaded: tuple) -> byt
     tiles, rgb, blanks = loaded
     embeddings = np.zeros((0, 0), dtype=np.float32)
     if tiles:
-        embeddings = context.cached("clip", lambda: _embedder(context)).embed_counts(context.adopt(rgb))
+        embeddings = embedder(context).embed_counts(context.adopt(rgb))
     meta = {"path": args["path"], "tiles": tiles, "blank": blanks}
     return encode_arrays(meta, embeddings=embeddings.astype(np.float32))
 
