@@ -55,7 +55,7 @@ PLATFORMS: tuple[str, ...] = (
 #: msgpack, protobuf, pyyaml, requests, click, filelock, packaging, certifi, torch, torchvision,
 #: huggingface_hub, safetensors, tqdm, pillow, regex, python-dateutil) are not carried.
 BUNDLES: dict[str, tuple[str, ...]] = {
-    # ray[data]: click, filelock, jsonschema, msgpack, packaging, protobuf, pyyaml, requests;
+    # ray (core): click, filelock, jsonschema, msgpack, packaging, protobuf, pyyaml, requests;
     # data: numpy, pandas, pyarrow, fsspec.
     "ray": ("ray==2.60.0",),
     # rasterio: affine, attrs, certifi, click, cligj, numpy, click-plugins, pyparsing.
