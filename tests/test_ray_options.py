@@ -66,7 +66,8 @@ def test_an_actor_loads_the_models_its_stages_use_as_it_starts(reference_dir, tm
 
 
 def test_a_model_that_fails_to_load_ahead_fails_on_its_first_use_as_before(tmp_path) -> None:
-    context = _context(tmp_path, tmp_path / "no-such-model", synthetic={"enabled": False})
+    context = _context(tmp_path, tmp_path / "no-such-model")
     load_models(context)  # no error here: the first task that needs the model reports it
+    assert context.cached("clip", _not_made("clip")) is not None  # the other model still loaded
     with pytest.raises(ModelNotFoundError, match="no-such-model: no such model folder"):
         _ = context.degradation

@@ -186,10 +186,11 @@ def load_models(context: BuildContext) -> None:
     from dataset_builder.synthetic.stage import embedder
 
     config = context.config
-    with contextlib.suppress(Exception):
-        if config.cross_sensor.enabled or config.synthetic.enabled:
+    if config.cross_sensor.enabled or config.synthetic.enabled:
+        with contextlib.suppress(Exception):
             context.degradation  # noqa: B018 (loads and keeps the model)
-        if config.synthetic.enabled:
+    if config.synthetic.enabled:
+        with contextlib.suppress(Exception):
             embedder(context)
 
 
