@@ -294,7 +294,8 @@ class RayBackend:
     ) -> None:
         import ray
 
-        self.start(context)
+        if not self._actors:  # a caller that did not start the backend (a build starts it once)
+            self.start(context)
         actors = self._actors
         rows = [dataclasses.asdict(task) for task in todo]
         size = tasks_per_call(len(rows), len(actors))
